@@ -1,0 +1,44 @@
+// Makes the installed tree runnable on Node >= 22 even when npm itself runs on an older Node.
+// libp2p 3.x needs Node 22; the `node` dependency ships a Node 22 binary. Native addons that npm
+// built against the installing Node (better-sqlite3) are rebuilt here against Node 22's headers,
+// which that binary package ships, so nothing is downloaded.
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const platformPackage = `node-${process.platform}-${process.arch}`
+const candidates = [
+  join(root, 'node_modules', 'node', 'node_modules', platformPackage),
+  join(root, 'node_modules', platformPackage)
+]
+const runtimeDir = candidates.find((dir) => existsSync(join(dir, 'bin', 'node')))
+const runtime = runtimeDir != null ? join(runtimeDir, 'bin', 'node') : process.execPath
+
+function nativeModulesLoad () {
+  const probe = "const D=require('better-sqlite3');new D(':memory:').prepare('select 1').get()"
+  const result = spawnSync(runtime, ['-e', probe], { cwd: root, encoding: 'utf8' })
+  return result.status === 0
+}
+
+if (nativeModulesLoad()) {
+  process.exit(0)
+}
+if (runtimeDir == null) {
+  process.stderr.write(`permagent: better-sqlite3 does not load under ${runtime} and no ${platformPackage} headers were found\n`)
+  process.exit(1)
+}
+process.stderr.write(`permagent: rebuilding better-sqlite3 for ${runtime} (headers from ${runtimeDir})\n`)
+const npmCli = process.env.npm_execpath
+const command = npmCli != null && npmCli.endsWith('.js') ? process.execPath : 'npm'
+const args = npmCli != null && npmCli.endsWith('.js') ? [npmCli, 'rebuild', 'better-sqlite3'] : ['rebuild', 'better-sqlite3']
+const rebuild = spawnSync(command, args, {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, npm_config_nodedir: runtimeDir, npm_config_build_from_source: 'true' }
+})
+if (rebuild.status !== 0 || !nativeModulesLoad()) {
+  process.stderr.write('permagent: better-sqlite3 could not be built for Node 22; see the output above\n')
+  process.exit(1)
+}

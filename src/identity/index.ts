@@ -1,0 +1,6 @@
+export { type Identity, identityFromKeyPair, verifySignature } from './identity.ts'
+export { brainIdFromPublicKey, isBrainId } from './brain-id.ts'
+export { SIGNATURE_CONTEXTS, type SignatureContext, domainSeparated } from './domain.ts'
+export { generateEd25519, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SEED_BYTES, type Ed25519KeyPair } from './ed25519.ts'
+export { readKeyFile, writeKeyFile, loadOrCreateKeyFile, KEY_FILE_VERSION } from './key-file.ts'
+export { KeyFileError, SignatureError } from './errors.ts'

@@ -1,0 +1,5 @@
+export { PermagentError, InvalidInputError, TooLargeError, isPermagentError, errorMessage } from './errors.ts'
+export { writeFileAtomic, type AtomicWriteOptions } from './atomic-write.ts'
+export { abortableTimeout, anySignal, TimeoutError, AbortedError } from './signals.ts'
+export { waitFor, type WaitForOptions } from './wait-for.ts'
+export { silentLogger, type Logger } from './logger.ts'
