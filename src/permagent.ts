@@ -1,0 +1,131 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { identityFromKeyPair, loadOrCreateKeyFile, type Identity } from './identity/index.ts'
+import { createMeshNode, type MeshNode, type PeerSummary } from './mesh/index.ts'
+import { silentLogger, type Logger } from './util/logger.ts'
+import { PERMAGENT_VERSION } from './version.ts'
+
+export const KEY_FILE_NAME = 'identity.key'
+
+export interface NetworkOptions {
+  listen: string[]
+  announce?: string[]
+  bootstrap?: string[]
+  mdns?: boolean
+  mdnsIntervalMs?: number
+  psk?: Uint8Array
+  memoryLatencyMs?: number
+  targetPeers?: number
+}
+
+export interface PermagentOptions {
+  /** Where the node keeps its key, brain and stores. Created if missing (mode 0700). */
+  dataDir: string
+  network: NetworkOptions
+  logger?: Logger
+  /** Use this identity instead of the key file in dataDir (tests, embedding). */
+  identity?: Identity
+}
+
+export interface NodeStatus {
+  version: string
+  peerId: string
+  brainId: string
+  addresses: string[]
+  peers: PeerSummary[]
+  routingTableSize: number
+  startedAt: string | null
+  uptimeMs: number
+}
+
+/** A part of the node with a lifecycle; started in order, stopped in reverse. */
+export interface NodeService {
+  name: string
+  start: () => Promise<void>
+  stop: () => Promise<void>
+}
+
+/** A whole Permagent node: identity, mesh, and the modules that run on them. */
+export interface Permagent {
+  readonly dataDir: string
+  readonly identity: Identity
+  readonly mesh: MeshNode
+  readonly logger: Logger
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  status: () => NodeStatus
+  readonly started: boolean
+}
+
+/**
+ * Assembles a node from the modules. The daemon and the swarm harness both build nodes here, so a
+ * simulated swarm runs exactly what users run.
+ */
+export async function createPermagent (options: PermagentOptions): Promise<Permagent> {
+  const logger = options.logger ?? silentLogger()
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 })
+  const identity = options.identity ?? await identityFromKeyPair((await loadOrCreateKeyFile(join(options.dataDir, KEY_FILE_NAME))).pair)
+  const mesh = await createMeshNode({
+    identity,
+    logger: logger.child({ module: 'mesh' }),
+    listen: options.network.listen,
+    announce: options.network.announce,
+    bootstrap: options.network.bootstrap,
+    mdns: options.network.mdns,
+    mdnsIntervalMs: options.network.mdnsIntervalMs,
+    psk: options.network.psk,
+    memoryLatencyMs: options.network.memoryLatencyMs,
+    targetPeers: options.network.targetPeers
+  })
+
+  const services: NodeService[] = [
+    { name: 'mesh', start: mesh.start, stop: mesh.stop }
+  ]
+  const running: NodeService[] = []
+  let startedAt: Date | null = null
+
+  const stop = async (): Promise<void> => {
+    while (running.length > 0) {
+      const service = running.pop()
+      if (service == null) break
+      try {
+        await service.stop()
+      } catch (err) {
+        logger.warn({ service: service.name, err }, 'service failed to stop cleanly')
+      }
+    }
+    startedAt = null
+  }
+
+  return {
+    dataDir: options.dataDir,
+    identity,
+    mesh,
+    logger,
+    get started () { return startedAt != null },
+    async start () {
+      if (startedAt != null) return
+      try {
+        for (const service of services) {
+          await service.start()
+          running.push(service)
+        }
+      } catch (err) {
+        await stop()
+        throw err
+      }
+      startedAt = new Date()
+    },
+    stop,
+    status: () => ({
+      version: PERMAGENT_VERSION,
+      peerId: identity.peerId.toString(),
+      brainId: identity.brainId,
+      addresses: mesh.addresses(),
+      peers: mesh.peers(),
+      routingTableSize: mesh.routingTableSize(),
+      startedAt: startedAt?.toISOString() ?? null,
+      uptimeMs: startedAt != null ? Date.now() - startedAt.getTime() : 0
+    })
+  }
+}

@@ -1,0 +1,3 @@
+export { createSwarm, type Swarm, type SwarmOptions } from './swarm.ts'
+export { topologyEdges, seededRandom, TOPOLOGY_KINDS, type TopologyKind } from './topology.ts'
+export { waitUntil, type WaitUntilOptions } from './wait.ts'
