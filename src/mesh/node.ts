@@ -59,7 +59,6 @@ export interface PeerSummary {
   addresses: string[]
   direction: 'inbound' | 'outbound'
   openedAt: number
-  protocols: string[]
 }
 
 /**
@@ -219,8 +218,7 @@ export async function createMeshNode (options: MeshNodeOptions): Promise<MeshNod
           peerId: id,
           addresses: [connection.remoteAddr.toString()],
           direction: connection.direction,
-          openedAt: connection.timeline.open,
-          protocols: []
+          openedAt: connection.timeline.open
         })
       }
       return [...byPeer.values()]

@@ -1,0 +1,10 @@
+import type { Route } from '../router.ts'
+import { nodeRoutes } from './node.ts'
+
+/**
+ * Every control-API route. A module adds its routes by exporting a Route[] from
+ * node/api/routes/<module>.ts and appending it here.
+ */
+export const allRoutes: Route[] = [
+  ...nodeRoutes
+]
