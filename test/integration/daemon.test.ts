@@ -65,10 +65,10 @@ test('the control API listens on loopback only and answers 401 without the token
   assert.equal((await stat(join(dir, 'api-token'))).mode & 0o777, 0o600)
   const ok = await fetch(`${daemon.info.apiUrl}/api/status`, { headers: { authorization: `Bearer ${token}` } })
   assert.equal(ok.status, 200)
-  assert.equal((await ok.json()).peerId, daemon.info.peerId)
+  assert.equal((await ok.json() as { peerId: string }).peerId, daemon.info.peerId)
   const badBody = await fetch(`${daemon.info.apiUrl}/api/connect`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"multiaddr": 5}' })
   assert.equal(badBody.status, 400)
-  assert.match((await badBody.json()).error.message, /multiaddr/)
+  assert.match((await badBody.json() as { error: { message: string } }).error.message, /multiaddr/)
   if (process.platform === 'linux') {
     // the kernel's socket table shows the listening address: 0100007F is 127.0.0.1
     const port = Number(url.port).toString(16).toUpperCase().padStart(4, '0')
