@@ -13,16 +13,16 @@ const cli = join(root, 'dist', 'node', 'cli.js')
 const major = Number(process.versions.node.split('.')[0])
 
 function bundledRuntime () {
-  const platformPackage = `node-${process.platform}-${process.arch}`
+  // the `node` package's preinstall places the Node 22 binary at node_modules/node/bin/node
   const candidates = [
-    join(root, 'node_modules', 'node', 'node_modules', platformPackage, 'bin', 'node'),
-    join(root, 'node_modules', platformPackage, 'bin', 'node')
+    join(root, 'node_modules', 'node', 'bin', 'node'),
+    join(root, 'node_modules', 'node', 'node_modules', `node-${process.platform}-${process.arch}`, 'bin', 'node')
   ]
   const found = candidates.find((file) => existsSync(file))
   if (found != null) return found
   try {
     const require = createRequire(import.meta.url)
-    return join(dirname(require.resolve(`${platformPackage}/package.json`)), 'bin', 'node')
+    return join(dirname(require.resolve('node/package.json')), 'bin', 'node')
   } catch {
     return undefined
   }

@@ -8,7 +8,7 @@ import { allRoutes } from './api/routes/index.ts'
 import { startControlApi } from './api/server.ts'
 import { loadOrCreateApiToken } from './api/token.ts'
 import type { NodeConfig } from './config.ts'
-import type { DaemonInfo } from './daemon-info.ts'
+import type { DaemonInfo } from '../src/client/index.ts'
 import { acquireDaemonLock } from './lock.ts'
 import type { DataDirPaths } from './paths.ts'
 

@@ -1,15 +1,6 @@
 import { open, readFile, unlink } from 'node:fs/promises'
 import { PermagentError } from '../src/util/errors.ts'
-
-export function processAlive (pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
+import { processAlive } from '../src/util/process.ts'
 
 /**
  * Takes the data dir's daemon lock (a file holding our pid, created exclusively), so two daemons

@@ -9,12 +9,15 @@ import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const platformPackage = `node-${process.platform}-${process.arch}`
-const candidates = [
+// the `node` package's preinstall installs node-<platform>-<arch> (binary + headers) and places
+// the binary at node_modules/node/bin/node; later npm runs may prune the platform package
+const headerCandidates = [
   join(root, 'node_modules', 'node', 'node_modules', platformPackage),
   join(root, 'node_modules', platformPackage)
 ]
-const runtimeDir = candidates.find((dir) => existsSync(join(dir, 'bin', 'node')))
-const runtime = runtimeDir != null ? join(runtimeDir, 'bin', 'node') : process.execPath
+const runtimeDir = headerCandidates.find((dir) => existsSync(join(dir, 'include', 'node', 'node.h')))
+const runtimeCandidates = [join(root, 'node_modules', 'node', 'bin', 'node'), ...headerCandidates.map((dir) => join(dir, 'bin', 'node'))]
+const runtime = runtimeCandidates.find((file) => existsSync(file)) ?? process.execPath
 
 function nativeModulesLoad () {
   const probe = "const D=require('better-sqlite3');new D(':memory:').prepare('select 1').get()"
@@ -26,7 +29,7 @@ if (nativeModulesLoad()) {
   process.exit(0)
 }
 if (runtimeDir == null) {
-  process.stderr.write(`permagent: better-sqlite3 does not load under ${runtime} and no ${platformPackage} headers were found\n`)
+  process.stderr.write(`permagent: better-sqlite3 does not load under ${runtime} and the ${platformPackage} headers are gone; reinstall with \`rm -rf node_modules && npm install\`\n`)
   process.exit(1)
 }
 process.stderr.write(`permagent: rebuilding better-sqlite3 for ${runtime} (headers from ${runtimeDir})\n`)

@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
+import { readApiToken } from '../../src/client/index.ts'
 import { writeFileAtomic } from '../../src/util/atomic-write.ts'
-import { PermagentError } from '../../src/util/errors.ts'
+import type { PermagentError } from '../../src/util/errors.ts'
 
 /** Reads the control API's bearer token, creating it (0600) if the data dir has none yet. */
 export async function loadOrCreateApiToken (file: string): Promise<string> {
@@ -15,12 +15,6 @@ export async function loadOrCreateApiToken (file: string): Promise<string> {
   return token
 }
 
-export async function readApiToken (file: string): Promise<string> {
-  await stat(file)
-  const token = (await readFile(file, 'utf8')).trim()
-  if (!/^[A-Za-z0-9_-]{32,128}$/.test(token)) throw new PermagentError('ERR_API_TOKEN', `${file} does not hold a valid API token; delete it and restart the daemon to make a new one`)
-  return token
-}
 
 /** Compares a presented bearer token in constant time. */
 export function tokenMatches (expected: string, header: string | undefined): boolean {

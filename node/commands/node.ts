@@ -6,13 +6,12 @@ import type { NodeStatus } from '../../src/permagent.ts'
 import { writeFileAtomic } from '../../src/util/atomic-write.ts'
 import { waitFor } from '../../src/util/wait-for.ts'
 import { loadOrCreateApiToken } from '../api/token.ts'
-import { connectToDaemon } from '../client.ts'
+import { connectToDaemon, readDaemonInfo } from '../../src/client/index.ts'
 import { collect, parseIntegerFlag, type CliContext } from '../cli-context.ts'
 import { DEFAULT_API_PORT, DEFAULT_LISTEN, loadNodeConfig, readConfigFile } from '../config.ts'
 import { runDaemon } from '../daemon.ts'
-import { readDaemonInfo } from '../daemon-info.ts'
 import { createDaemonLogger } from '../logger.ts'
-import { processAlive } from '../lock.ts'
+import { processAlive } from '../../src/util/process.ts'
 
 function formatUptime (ms: number): string {
   const s = Math.floor(ms / 1000)
@@ -90,7 +89,7 @@ export function register (program: Command, cli: CliContext): void {
     .description('show the running node: peer id, addresses, peers, uptime')
     .option('--json', 'print JSON')
     .action(async (_options, command: Command) => {
-      const client = await connectToDaemon(cli.paths(command))
+      const client = await connectToDaemon(cli.paths(command).root)
       const status = await client.call<NodeStatus>('GET', '/api/status')
       cli.print(command, status, () => [
         `peer id:   ${status.peerId}`,
@@ -108,7 +107,7 @@ export function register (program: Command, cli: CliContext): void {
     .description('list connected peers')
     .option('--json', 'print JSON')
     .action(async (_options, command: Command) => {
-      const client = await connectToDaemon(cli.paths(command))
+      const client = await connectToDaemon(cli.paths(command).root)
       const result = await client.call<{ peers: PeerSummary[] }>('GET', '/api/peers')
       cli.print(command, result, () => formatPeers(result.peers))
     })
@@ -119,7 +118,7 @@ export function register (program: Command, cli: CliContext): void {
     .option('--json', 'print JSON')
     .action(async (address: string, _options, command: Command) => {
       parsePeerMultiaddr(address)
-      const client = await connectToDaemon(cli.paths(command))
+      const client = await connectToDaemon(cli.paths(command).root)
       const result = await client.call<{ peerId: string }>('POST', '/api/connect', { multiaddr: address })
       cli.print(command, result, () => `connected to ${result.peerId}`)
     })
@@ -129,7 +128,7 @@ export function register (program: Command, cli: CliContext): void {
     .option('--json', 'print JSON')
     .action(async (_options, command: Command) => {
       const paths = cli.paths(command)
-      const client = await connectToDaemon(paths)
+      const client = await connectToDaemon(paths.root)
       await client.call('POST', '/api/stop')
       const pid = client.info.pid
       await waitFor(async () => !processAlive(pid) || (await readDaemonInfo(paths.daemonInfo)) == null, { timeoutMs: 20_000, intervalMs: 50, what: 'the daemon to stop' })

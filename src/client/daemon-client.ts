@@ -1,9 +1,16 @@
-import { PermagentError } from '../src/util/errors.ts'
-import { readApiToken } from './api/token.ts'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PermagentError } from '../util/errors.ts'
+import { processAlive } from '../util/process.ts'
 import { readDaemonInfo, type DaemonInfo } from './daemon-info.ts'
 import { ApiError, DaemonNotRunningError } from './errors.ts'
-import { processAlive } from './lock.ts'
-import type { DataDirPaths } from './paths.ts'
+
+/** Reads the control API token of a data dir. */
+export async function readApiToken (file: string): Promise<string> {
+  const token = (await readFile(file, 'utf8')).trim()
+  if (!/^[A-Za-z0-9_-]{32,128}$/.test(token)) throw new PermagentError('ERR_API_TOKEN', `${file} does not hold a valid API token; delete it and restart the daemon to make a new one`)
+  return token
+}
 
 export interface ApiClient {
   readonly info: DaemonInfo
@@ -12,8 +19,12 @@ export interface ApiClient {
   raw: (method: string, path: string, body?: unknown, options?: { timeoutMs?: number }) => Promise<Response>
 }
 
-/** Finds the daemon of a data dir through daemon.json and talks to its control API. */
-export async function connectToDaemon (paths: DataDirPaths): Promise<ApiClient> {
+/**
+ * Finds the daemon of a data dir through <data-dir>/daemon.json and talks to its control API with
+ * the token in <data-dir>/api-token.
+ */
+export async function connectToDaemon (dataDir: string): Promise<ApiClient> {
+  const paths = { root: dataDir, daemonInfo: join(dataDir, 'daemon.json'), apiToken: join(dataDir, 'api-token') }
   const info = await readDaemonInfo(paths.daemonInfo)
   if (info == null) throw new DaemonNotRunningError(paths.root)
   if (!processAlive(info.pid)) throw new DaemonNotRunningError(paths.root, `daemon.json names pid ${info.pid}, which is not running`)
