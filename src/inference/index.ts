@@ -1,0 +1,5 @@
+export { KvCache, type KvCacheSnapshot, type KvCacheShape } from './kv-cache.ts'
+export { Stage, type StageOptions, type StageInput, type StageOutput } from './stage.ts'
+export { Sampler, argmax, validateSampling, type SamplingOptions } from './sampler.ts'
+export { LocalModel, ModelSession, splitSpans, type LocalModelOptions, type GenerateRequest, type GenerateResult, type TokenEvent, type TextGenerator } from './local-model.ts'
+export { ContextFullError, StageInputError, KvCacheMismatchError } from './errors.ts'

@@ -1,0 +1,192 @@
+import { InvalidInputError } from '../util/index.ts'
+import { loadManifest, loadTokenizer, type ChatMessage, type ModelManifest, type StageSpan, type TextTokenizer } from '../model/index.ts'
+import { ContextFullError, StageInputError } from './errors.ts'
+import { KvCache } from './kv-cache.ts'
+import { Sampler, type SamplingOptions } from './sampler.ts'
+import { Stage, type StageOptions } from './stage.ts'
+
+export interface LocalModelOptions extends StageOptions {
+  dataDir: string
+  name: string
+  /**
+   * Layer indices where the model is cut: [2, 4] on 6 layers gives stages 0-2 (with the
+   * embeddings), 2-4 and 4-6 (with the LM head). Default: one unsplit stage.
+   */
+  splits?: number[]
+}
+
+export interface TokenEvent {
+  id: number
+  /** Text this token adds to the output (may be empty while a multi-token character completes). */
+  text: string
+  index: number
+}
+
+export interface GenerateRequest {
+  prompt?: string
+  promptIds?: readonly number[]
+  messages?: ChatMessage[]
+  maxTokens: number
+  sampling?: SamplingOptions
+  /** Token ids that end generation (default: the model's eos ids). The stop token is not returned. */
+  stopTokens?: readonly number[]
+  onToken?: (event: TokenEvent) => void
+  /** Receives the logits of every position, prompt positions included, in order. */
+  onLogits?: (position: number, logits: Float32Array) => void
+  signal?: AbortSignal
+}
+
+export interface GenerateResult {
+  tokens: number[]
+  text: string
+  promptTokens: number[]
+  finishReason: 'stop' | 'length' | 'context'
+  prefillMs: number
+  decodeMs: number
+}
+
+/** What a text generator offers, whatever runs it (local stages here; mesh and remote later). */
+export interface TextGenerator {
+  generate: (request: GenerateRequest) => Promise<GenerateResult>
+}
+
+/** The stages of a model run in order, with one KV cache per stage. */
+export class ModelSession {
+  readonly stages: readonly Stage[]
+  readonly caches: KvCache[]
+  /** Every token fed so far (prompt and generated), i.e. the replay history. */
+  readonly tokens: number[] = []
+
+  constructor (stages: readonly Stage[]) {
+    this.stages = stages
+    this.caches = stages.map((s) => s.newCache())
+  }
+
+  get length (): number {
+    return this.tokens.length
+  }
+
+  /** Feeds tokens at the next positions; returns logits [rows, vocab] (all rows or the last). */
+  async forward (tokens: readonly number[], options: { allLogits?: boolean } = {}): Promise<Float32Array> {
+    let hidden: Float32Array | undefined
+    let logits: Float32Array | undefined
+    for (let i = 0; i < this.stages.length; i++) {
+      const out = await this.stages[i].run(i === 0 ? { tokens, allLogits: options.allLogits } : { hidden, allLogits: options.allLogits }, this.caches[i])
+      hidden = out.hidden
+      logits = out.logits
+    }
+    this.tokens.push(...tokens)
+    if (logits === undefined) throw new StageInputError('the last stage has no LM head')
+    return logits
+  }
+
+  reset (): void {
+    for (const cache of this.caches) cache.clear()
+    this.tokens.length = 0
+  }
+}
+
+/** A stored model opened for local inference, split into any stages. */
+export class LocalModel implements TextGenerator {
+  readonly manifest: ModelManifest
+  readonly tokenizer: TextTokenizer | null
+  readonly stages: readonly Stage[]
+
+  private constructor (manifest: ModelManifest, tokenizer: TextTokenizer | null, stages: Stage[]) {
+    this.manifest = manifest
+    this.tokenizer = tokenizer
+    this.stages = stages
+  }
+
+  static async open (options: LocalModelOptions): Promise<LocalModel> {
+    const manifest = await loadManifest(options.dataDir, options.name)
+    const tokenizer = await loadTokenizer(options.dataDir, manifest)
+    const stages: Stage[] = []
+    try {
+      for (const span of splitSpans(manifest.spec.numLayers, options.splits ?? [])) {
+        stages.push(await Stage.open(options.dataDir, manifest, span, options))
+      }
+    } catch (err) {
+      for (const stage of stages) await stage.close()
+      throw err
+    }
+    return new LocalModel(manifest, tokenizer, stages)
+  }
+
+  get maxContext (): number {
+    return Math.min(...this.stages.map((s) => s.maxContext))
+  }
+
+  newSession (): ModelSession {
+    return new ModelSession(this.stages)
+  }
+
+  encodePrompt (request: Pick<GenerateRequest, 'prompt' | 'promptIds' | 'messages'>): number[] {
+    const given = [request.prompt, request.promptIds, request.messages].filter((x) => x !== undefined).length
+    if (given !== 1) throw new InvalidInputError('give exactly one of prompt, promptIds or messages')
+    if (request.promptIds !== undefined) {
+      const vocab = this.manifest.spec.vocabSize
+      for (const id of request.promptIds) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new InvalidInputError(`prompt token ${id} is outside the vocabulary (${vocab})`)
+      return [...request.promptIds]
+    }
+    if (this.tokenizer === null) throw new InvalidInputError(`model ${this.manifest.name} has no tokenizer; pass token ids`)
+    const text = request.messages !== undefined ? this.tokenizer.renderChat(request.messages) : request.prompt as string
+    return this.tokenizer.encode(text, { addSpecialTokens: request.messages === undefined })
+  }
+
+  async generate (request: GenerateRequest, session: ModelSession = this.newSession()): Promise<GenerateResult> {
+    if (!Number.isInteger(request.maxTokens) || request.maxTokens < 0) throw new InvalidInputError('maxTokens must be a non-negative integer')
+    const promptTokens = this.encodePrompt(request)
+    if (promptTokens.length === 0) throw new InvalidInputError('the prompt is empty')
+    const sampler = new Sampler(request.sampling)
+    const stop = new Set(request.stopTokens ?? this.manifest.spec.eosTokenIds)
+    const wantAll = request.onLogits !== undefined
+    request.signal?.throwIfAborted()
+    if (session.length + promptTokens.length > this.maxContext) throw new ContextFullError(session.length + promptTokens.length, this.maxContext)
+    const startedAt = performance.now()
+    const base = session.length
+    const prefill = await session.forward(promptTokens, { allLogits: wantAll })
+    const vocab = this.manifest.spec.vocabSize
+    if (wantAll) for (let i = 0; i < promptTokens.length; i++) request.onLogits?.(base + i, prefill.subarray(i * vocab, (i + 1) * vocab))
+    let logits = prefill.subarray(prefill.length - vocab)
+    const prefillMs = performance.now() - startedAt
+    const tokens: number[] = []
+    let text = ''
+    let finishReason: GenerateResult['finishReason'] = 'length'
+    while (tokens.length < request.maxTokens) {
+      request.signal?.throwIfAborted()
+      const next = sampler.sample(logits, session.tokens)
+      if (stop.has(next)) { finishReason = 'stop'; break }
+      tokens.push(next)
+      let piece = ''
+      if (this.tokenizer !== null) {
+        const full = this.tokenizer.decode(tokens)
+        // Hold back text while a multi-byte character is incomplete (U+FFFD at the end).
+        if (!full.endsWith('\uFFFD')) {
+          piece = full.slice(text.length)
+          text = full
+        }
+      }
+      request.onToken?.({ id: next, text: piece, index: tokens.length - 1 })
+      if (tokens.length === request.maxTokens) break
+      if (session.length + 1 > this.maxContext) { finishReason = 'context'; break }
+      logits = (await session.forward([next], { allLogits: wantAll })).subarray(0, vocab)
+      request.onLogits?.(session.length - 1, logits)
+    }
+    if (this.tokenizer !== null) text = this.tokenizer.decode(tokens)
+    return { tokens, text, promptTokens, finishReason, prefillMs, decodeMs: performance.now() - startedAt - prefillMs }
+  }
+
+  async close (): Promise<void> {
+    for (const stage of this.stages) await stage.close()
+  }
+}
+
+/** Stage spans for cut points, validated: strictly increasing, inside (0, layers). */
+export function splitSpans (layers: number, splits: readonly number[]): StageSpan[] {
+  const cuts = [0, ...splits, layers]
+  for (let i = 1; i < cuts.length; i++) {
+    if (!Number.isInteger(cuts[i]) || cuts[i] <= cuts[i - 1]) throw new InvalidInputError(`split points must be increasing integers inside 1..${layers - 1}`)
+  }
+  return cuts.slice(1).map((end, i) => ({ start: cuts[i], end, embed: i === 0, lmHead: end === layers }))
+}
