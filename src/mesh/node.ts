@@ -48,6 +48,11 @@ export interface MeshNodeOptions {
   /** Dial discovered peers while connected to fewer than this (default 32). */
   targetPeers?: number
   maxConnections?: number
+  /**
+   * Address ranges exempt from the inbound rate limit (libp2p allows 5 new connections per second
+   * per host) and from pruning. Default: loopback, so one machine can run a swarm of daemons.
+   */
+  allowList?: string[]
   /** A libp2p metrics implementation, e.g. @libp2p/prometheus-metrics. */
   metrics?: (components: any) => Metrics
   /** Gossipsub message size limit in bytes (default 1 MiB). */
@@ -103,7 +108,10 @@ export async function createMeshNode (options: MeshNodeOptions): Promise<MeshNod
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: gater.gater,
-    connectionManager: { maxConnections: options.maxConnections ?? 256 },
+    connectionManager: {
+      maxConnections: options.maxConnections ?? 256,
+      allow: options.allowList ?? ['/ip4/127.0.0.0/ipcidr/8', '/ip6/::1/ipcidr/128']
+    },
     peerDiscovery,
     metrics: options.metrics,
     connectionProtector: options.psk != null ? preSharedKey({ psk: options.psk }) : undefined,
