@@ -10,6 +10,11 @@ export interface QuantizedRows {
   zeros: Uint8Array
 }
 
+const CLIP_CANDIDATES: Record<QuantBits, number[]> = {
+  4: [1, 0.9, 0.8, 0.7],
+  8: [1, 0.97, 0.94, 0.9]
+}
+
 export function blocksPerRow (k: number, blockSize: number): number {
   return Math.ceil(k / blockSize)
 }
@@ -49,10 +54,29 @@ export function quantizeRows (values: Float32Array, rows: number, k: number, bit
         if (v < min) min = v
         if (v > max) max = v
       }
-      let scale = (max - min) / levels
-      if (scale === 0 || !Number.isFinite(scale)) scale = 1
-      const scale32 = Math.fround(scale)
-      const zero = Math.min(levels, Math.max(0, Math.round(-min / scale32)))
+      // Clipping the range trades a few large errors for finer steps; keep the clip with the
+      // least squared error (a data-free version of what llama.cpp's k-quants search for).
+      let scale32 = 1
+      let zero = 0
+      let bestError = Infinity
+      for (const clip of CLIP_CANDIDATES[bits]) {
+        let scale = ((max - min) * clip) / levels
+        if (scale === 0 || !Number.isFinite(scale)) scale = 1
+        const s32 = Math.fround(scale)
+        const z = Math.min(levels, Math.max(0, Math.round((-min * clip) / s32)))
+        let error = 0
+        for (let i = start; i < end; i++) {
+          const v = values[row + i]
+          const q = Math.min(levels, Math.max(0, Math.round(v / s32) + z))
+          const e = (q - z) * s32 - v
+          error += e * e
+        }
+        if (error < bestError) {
+          bestError = error
+          scale32 = s32
+          zero = z
+        }
+      }
       scales[r * blocks + b] = scale32
       if (bits === 8) zeros[r * zeroBytesPerRow + b] = zero
       else zeros[r * zeroBytesPerRow + (b >> 1)] |= (b & 1) === 0 ? zero : zero << 4

@@ -1,5 +1,6 @@
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises'
+import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { join, basename } from 'node:path'
+import { pathExists } from './files.ts'
 import { CheckpointError } from './errors.ts'
 import { CHECKPOINT_DTYPE_BYTES, decodeToF32, type CheckpointDtype } from './dtype.ts'
 
@@ -115,7 +116,7 @@ export async function openCheckpoint (dir: string): Promise<Checkpoint> {
   let files: string[]
   let weightMap: Record<string, string> | undefined
   let declaredTotal: number | undefined
-  if (await exists(indexPath)) {
+  if (await pathExists(indexPath)) {
     const text = await readFile(indexPath, 'utf8')
     if (text.length > MAX_INDEX_BYTES) throw new CheckpointError('ERR_CHECKPOINT_HEADER', 'model.safetensors.index.json is too large')
     let index: { weight_map?: unknown, metadata?: { total_size?: unknown } }
@@ -138,9 +139,9 @@ export async function openCheckpoint (dir: string): Promise<Checkpoint> {
     const total = index.metadata?.total_size
     if (typeof total === 'number' && Number.isSafeInteger(total)) declaredTotal = total
     for (const file of files) {
-      if (!(await exists(join(dir, file)))) throw new CheckpointError('ERR_CHECKPOINT_MISSING', `shard ${file} listed in model.safetensors.index.json is missing`)
+      if (!(await pathExists(join(dir, file)))) throw new CheckpointError('ERR_CHECKPOINT_MISSING', `shard ${file} listed in model.safetensors.index.json is missing`)
     }
-  } else if (await exists(single)) {
+  } else if (await pathExists(single)) {
     files = ['model.safetensors']
   } else {
     throw new CheckpointError('ERR_CHECKPOINT_MISSING', `${dir} has neither model.safetensors nor model.safetensors.index.json`)
@@ -207,14 +208,6 @@ export async function openCheckpoint (dir: string): Promise<Checkpoint> {
   }
 }
 
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch {
-    return false
-  }
-}
 
 export interface SafetensorsEntry {
   name: string

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
+import { pathExists } from './files.ts'
 import { InvalidInputError, writeFileAtomic } from '../util/index.ts'
 import { parseModelConfig, requiredTensors, type ModelSpec } from './config.ts'
 import { CheckpointError, ModelConfigError, ModelExistsError, ModelNotFoundError, ModelStoreCorruptError } from './errors.ts'
@@ -75,7 +76,7 @@ export async function importModel (dataDir: string, options: ImportOptions): Pro
   if (![16, 32, 64, 128].includes(blockSize)) throw new InvalidInputError('blockSize must be 16, 32, 64 or 128')
   const root = modelsDir(dataDir)
   const target = join(root, name)
-  if (await exists(target)) throw new ModelExistsError(name)
+  if (await pathExists(target)) throw new ModelExistsError(name)
 
   const configText = await readLimited(join(options.source, 'config.json'), MAX_CONFIG_BYTES, () => new ModelConfigError(`${options.source} has no readable config.json`))
   const spec = parseModelConfig(configText)
@@ -100,7 +101,7 @@ export async function importModel (dataDir: string, options: ImportOptions): Pro
     await mkdir(temp)
     try {
       const manifest = await convert(checkpoint, spec, temp, { name, dtype, quant, blockSize, lmHeadBits: options.lmHeadBits ?? 8, totalBytes, configText, tokenizer, onProgress: options.onProgress, signal: options.signal })
-      if (await exists(target)) throw new ModelExistsError(name)
+      if (await pathExists(target)) throw new ModelExistsError(name)
       await rename(temp, target)
       return manifest
     } catch (err) {
@@ -420,14 +421,6 @@ export async function loadTokenizer (dataDir: string, manifest: ModelManifest): 
   return new TextTokenizer(json, config, manifest.chatTemplate)
 }
 
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch {
-    return false
-  }
-}
 
 async function readLimited (path: string, limit: number, missing: () => Error): Promise<string> {
   let size: number
