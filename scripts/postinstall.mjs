@@ -25,23 +25,36 @@ function nativeModulesLoad () {
   return result.status === 0
 }
 
-if (nativeModulesLoad()) {
-  process.exit(0)
+function ensureNativeModules () {
+  if (nativeModulesLoad()) return
+  if (runtimeDir == null) {
+    process.stderr.write(`permagent: better-sqlite3 does not load under ${runtime} and the ${platformPackage} headers are gone; reinstall with \`rm -rf node_modules && npm install\`\n`)
+    process.exit(1)
+  }
+  process.stderr.write(`permagent: rebuilding better-sqlite3 for ${runtime} (headers from ${runtimeDir})\n`)
+  const npmCli = process.env.npm_execpath
+  const command = npmCli != null && npmCli.endsWith('.js') ? process.execPath : 'npm'
+  const args = npmCli != null && npmCli.endsWith('.js') ? [npmCli, 'rebuild', 'better-sqlite3'] : ['rebuild', 'better-sqlite3']
+  const rebuild = spawnSync(command, args, {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, npm_config_nodedir: runtimeDir, npm_config_build_from_source: 'true' }
+  })
+  if (rebuild.status !== 0 || !nativeModulesLoad()) {
+    process.stderr.write('permagent: better-sqlite3 could not be built for Node 22; see the output above\n')
+    process.exit(1)
+  }
 }
-if (runtimeDir == null) {
-  process.stderr.write(`permagent: better-sqlite3 does not load under ${runtime} and the ${platformPackage} headers are gone; reinstall with \`rm -rf node_modules && npm install\`\n`)
-  process.exit(1)
-}
-process.stderr.write(`permagent: rebuilding better-sqlite3 for ${runtime} (headers from ${runtimeDir})\n`)
-const npmCli = process.env.npm_execpath
-const command = npmCli != null && npmCli.endsWith('.js') ? process.execPath : 'npm'
-const args = npmCli != null && npmCli.endsWith('.js') ? [npmCli, 'rebuild', 'better-sqlite3'] : ['rebuild', 'better-sqlite3']
-const rebuild = spawnSync(command, args, {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...process.env, npm_config_nodedir: runtimeDir, npm_config_build_from_source: 'true' }
-})
-if (rebuild.status !== 0 || !nativeModulesLoad()) {
-  process.stderr.write('permagent: better-sqlite3 could not be built for Node 22; see the output above\n')
-  process.exit(1)
+
+ensureNativeModules()
+
+// In a source checkout, compile TypeScript so `npx permagent` works right after `npm install`.
+// (A published package ships dist/ and has no tsconfig.json, so this step is skipped there.)
+const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+if (existsSync(join(root, 'tsconfig.json')) && existsSync(tsc)) {
+  const build = spawnSync(runtime, [tsc, '-p', join(root, 'tsconfig.json')], { cwd: root, stdio: 'inherit' })
+  if (build.status !== 0) {
+    process.stderr.write('permagent: the TypeScript build failed; see the errors above\n')
+    process.exit(1)
+  }
 }

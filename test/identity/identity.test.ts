@@ -76,3 +76,18 @@ test('unreadable, corrupt and world-readable key files are refused with KeyFileE
 
   await assert.rejects(readKeyFile(join(dir, 'missing.key')), KeyFileError)
 })
+
+test('signature test vector of docs/protocols.md', async () => {
+  const seed = new Uint8Array(32).map((_, i) => i + 1)
+  const { publicKeyFromSeed } = await import('../../src/identity/ed25519.ts')
+  const publicKey = publicKeyFromSeed(seed)
+  const identity = await identityFromKeyPair({ seed, publicKey })
+  const message = new TextEncoder().encode('hello')
+  assert.equal(Buffer.from(publicKey).toString('hex'), '79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664')
+  assert.equal(identity.brainId, '65b60673d6ed884bf01c2c222d82ada0740f29ac3355d6a925c81f17f47a27b8')
+  assert.equal(identity.peerId.toString(), '12D3KooWJ1TsijH7H5F74hfAD5XishQz3sxrmAtVY37GtNd9CqYf')
+  assert.equal(Buffer.from(domainSeparated(SIGNATURE_CONTEXTS.shard, message)).toString('hex'),
+    '7065726d6167656e742d7369672f31007065726d6167656e742f7465616d2f73686172642f76310068656c6c6f')
+  assert.equal(Buffer.from(identity.sign(SIGNATURE_CONTEXTS.shard, message)).toString('hex'),
+    '1819a4ec8f47d58a1b886c379ae64126bfcd6a65c7f9ff0189c47bbc59339a14b4107d870e57370665d23f4e863c994fbea86c137e33e646930b84035b315005')
+})
