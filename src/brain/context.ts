@@ -1,0 +1,45 @@
+import type { Database } from 'better-sqlite3'
+import type { Identity } from '../identity/index.ts'
+import type { Logger } from '../util/index.ts'
+import type { Chain } from './chain.ts'
+import type { BrainLimits } from './limits.ts'
+import type { Ontology } from './ontology.ts'
+
+/** What the brain's parts share: one connection, one signer, one chain, one clock. */
+export interface BrainContext {
+  db: Database
+  identity: Identity
+  limits: BrainLimits
+  ontology: Ontology
+  logger: Logger
+  chain: Chain
+  /** Milliseconds since the epoch, never going backwards within this brain. */
+  now: () => number
+  /** Runs `fn` in one write transaction: all of it commits (with the chain head) or none of it. */
+  write: <T>(fn: () => T) => T
+}
+
+export function createWriter (db: Database, chain: Chain): <T>(fn: () => T) => T {
+  return <T>(fn: () => T): T => {
+    if (db.inTransaction) return fn()
+    try {
+      return db.transaction(() => {
+        const result = fn()
+        chain.saveHead()
+        return result
+      }).immediate()
+    } catch (err) {
+      chain.reload()
+      throw err
+    }
+  }
+}
+
+export function monotonicClock (clock: () => number): () => number {
+  let last = 0
+  return () => {
+    const t = Math.trunc(clock())
+    if (t > last) last = t
+    return last
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Recall: FTS5 BM25 over stemmed terms, fused with fingerprint containment (how much of the
+ * query's words and word pairs a memory holds), then weighted by confidence and recency.
+ *
+ * User text never reaches FTS5 as syntax: the query is reduced to terms (letters and digits
+ * only), each passed as a quoted string, so operators, quotes, parentheses and column filters in
+ * the input are just text. To keep latency flat as the brain grows, the MATCH uses the rarest
+ * terms up to a postings budget (document frequencies come from the fts5vocab table); the common
+ * terms left out carry little BM25 weight and still count in the fingerprint score.
+ */
+import type { Statement } from 'better-sqlite3'
+import { InvalidInputError } from '../util/index.ts'
+import { timeFilter, timeParams } from './asof.ts'
+import type { BrainContext } from './context.ts'
+import { bandKeys, containment, fingerprintFromBlob, minhash, shingleSetOfTerms } from './fingerprint.ts'
+import { canonicalBytes, checkSignature, recordId } from './records.ts'
+import { memoryRecordOfRow, type MemoryRow } from './rows.ts'
+import { isoTime } from './time.ts'
+import { isStopTerm, terms } from './text.ts'
+import { SOURCES, VISIBILITIES, type RecallHit, type RecallOptions, type RecallResult } from './types.ts'
+import { checkBytes, checkVisibility, textFrom, visibilityLevel } from './validate.ts'
+
+export interface RecallTuning {
+  /** Most postings (sum of document frequencies) the MATCH may touch. */
+  postingsBudget: number
+  /** Candidates ranked by BM25 before fusion, per hit asked for (at least 30). */
+  candidatesPerHit: number
+  bm25Weight: number
+  fingerprintWeight: number
+  /** Share of the score that confidence can take away (0.2: confidence 0 scores 80 %). */
+  confidenceWeight: number
+  recencyWeight: number
+  recencyHalfLifeDays: number
+}
+
+export const DEFAULT_RECALL_TUNING: RecallTuning = {
+  postingsBudget: 4000,
+  candidatesPerHit: 4,
+  bm25Weight: 0.6,
+  fingerprintWeight: 0.4,
+  confidenceWeight: 0.2,
+  recencyWeight: 0.05,
+  recencyHalfLifeDays: 90
+}
+
+const MAX_QUERY_TERMS = 32
+const MAX_MATCH_TERMS = 12
+const DAY_MS = 86_400_000
+
+interface Candidate {
+  seq: number
+  bm: number
+  fingerprint: Buffer
+  confidence: number
+  valid_from: number
+}
+
+export interface Recaller {
+  recall: (query: string, options?: RecallOptions) => RecallResult
+}
+
+/** Quotes a term for FTS5: a string literal, with embedded quotes doubled. */
+export function ftsString (term: string): string {
+  return '"' + term.replaceAll('"', '""') + '"'
+}
+
+export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAULT_RECALL_TUNING): Recaller {
+  const { db } = ctx
+  const filters = `${timeFilter('m')} AND m.visibility >= @vis
+    AND (@kind IS NULL OR m.kind = @kind) AND (@topic IS NULL OR m.topic = @topic)
+    AND (@author IS NULL OR m.author = @author) AND (@source IS NULL OR m.source = @source)
+    AND (@team IS NULL OR m.team_id = @team)`
+  const documentFrequency = db.prepare<[string], { doc: number }>('SELECT doc FROM memories_vocab WHERE term = ?')
+  const ranked: Statement = db.prepare(`SELECT m.seq, bm25(memories_fts, 1.0, 0.5) AS bm, m.fingerprint, m.confidence, m.valid_from
+    FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid
+    WHERE memories_fts MATCH @match AND ${filters}
+    ORDER BY bm LIMIT @k`)
+  const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from
+    FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
+    WHERE b.band IN (@b0, @b1, @b2, @b3) AND ${filters} LIMIT 32`)
+  const rowBySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
+  const authorKey = db.prepare<[string], { public_key: Buffer }>('SELECT public_key FROM authors WHERE id = ?')
+
+  function selectTerms (queryTerms: string[]): string[] {
+    const content = queryTerms.filter((t) => !isStopTerm(t))
+    const pool = content.length > 0 ? content : queryTerms
+    const withFrequency: Array<{ term: string, df: number }> = []
+    for (const term of pool) {
+      const df = documentFrequency.get(term)?.doc ?? 0
+      if (df > 0) withFrequency.push({ term, df })
+    }
+    withFrequency.sort((a, b) => a.df - b.df)
+    const selected: string[] = []
+    let postings = 0
+    for (const { term, df } of withFrequency) {
+      if (selected.length >= MAX_MATCH_TERMS) break
+      if (selected.length > 0 && postings + df > tuning.postingsBudget) break
+      selected.push(term)
+      postings += df
+    }
+    return selected
+  }
+
+  /** True when the stored bytes still hash to the id (and, if asked, the signature verifies). */
+  function provenanceValid (row: MemoryRow, checkEd25519: boolean): boolean {
+    const record = memoryRecordOfRow(row)
+    const bytes = canonicalBytes(record)
+    if (recordId(bytes) !== row.id) return false
+    if (!checkEd25519) return true
+    const key = authorKey.get(row.author)
+    return key !== undefined && checkSignature(record, bytes, key.public_key, row.signature) === undefined
+  }
+
+  function recall (queryInput: string, options: RecallOptions = {}): RecallResult {
+    const query = textFrom(queryInput, 'query')
+    checkBytes(query, ctx.limits.queryBytes, 'query')
+    const limit = options.limit ?? 10
+    if (!Number.isInteger(limit) || limit < 1 || limit > ctx.limits.maxRecallLimit) throw new InvalidInputError(`limit must be an integer from 1 to ${ctx.limits.maxRecallLimit}`)
+    if (options.source != null && !(SOURCES as readonly string[]).includes(options.source)) throw new InvalidInputError(`source must be one of ${SOURCES.join(', ')}`)
+    const time = timeParams(options.asOf)
+    const params = {
+      ...time,
+      vis: visibilityLevel(checkVisibility(options.visibility)),
+      kind: options.kind ?? null,
+      topic: options.topic ?? null,
+      author: options.author ?? null,
+      source: options.source ?? null,
+      team: options.teamId ?? null
+    }
+    const queryTerms = [...new Set(terms(query))].slice(0, MAX_QUERY_TERMS)
+    if (queryTerms.length === 0) return { hits: [] }
+
+    const matchTerms = selectTerms(queryTerms)
+    const candidates = new Map<number, Candidate>()
+    if (matchTerms.length > 0) {
+      const k = Math.max(30, limit * tuning.candidatesPerHit)
+      for (const c of ranked.all({ ...params, match: matchTerms.map(ftsString).join(' OR '), k }) as Candidate[]) candidates.set(c.seq, c)
+    }
+    const queryContent = queryTerms.filter((t) => !isStopTerm(t))
+    const querySet = shingleSetOfTerms(queryContent)
+    if (querySet.length >= 3) {
+      const [b0, b1, b2, b3] = bandKeys(minhash(querySet))
+      for (const c of nearDuplicates.all({ ...params, b0, b1, b2, b3 }) as Candidate[]) if (!candidates.has(c.seq)) candidates.set(c.seq, c)
+    }
+    if (candidates.size === 0) return { hits: [] }
+
+    let best = 0
+    for (const c of candidates.values()) if (c.bm < best) best = c.bm
+    const reference = time.vt ?? (time.rt < ctx.now() ? time.rt : ctx.now())
+    const scored = [...candidates.values()].map((c) => {
+      const bm25 = best < 0 ? c.bm / best : 0
+      const fingerprint = containment(querySet, fingerprintFromBlob(c.fingerprint))
+      const ageDays = Math.max(0, reference - c.valid_from) / DAY_MS
+      const recency = Math.pow(0.5, ageDays / tuning.recencyHalfLifeDays)
+      const relevance = tuning.bm25Weight * bm25 + tuning.fingerprintWeight * fingerprint
+      const score = relevance * (1 - tuning.confidenceWeight + tuning.confidenceWeight * c.confidence / 1000) + tuning.recencyWeight * recency
+      return { seq: c.seq, score, bm25, fingerprint, recency }
+    })
+    scored.sort((a, b) => b.score - a.score || a.seq - b.seq)
+
+    const hits: RecallHit[] = []
+    for (const s of scored.slice(0, limit)) {
+      const row = rowBySeq.get(s.seq) as MemoryRow
+      hits.push({
+        id: row.id,
+        key: row.key,
+        content: row.content,
+        score: Math.round(s.score * 10000) / 10000,
+        author: row.author,
+        version: row.version,
+        signatureValid: provenanceValid(row, options.verifySignatures === true),
+        kind: row.kind,
+        topic: row.topic,
+        tags: JSON.parse(row.tags) as string[],
+        visibility: VISIBILITIES[row.visibility],
+        confidence: row.confidence / 1000,
+        source: row.source,
+        teamId: row.team_id,
+        validFrom: isoTime(row.valid_from),
+        validTo: isoTime(row.valid_to),
+        recordedAt: isoTime(row.recorded_at),
+        supersededAt: isoTime(row.superseded_at),
+        signals: { bm25: round4(s.bm25), fingerprint: round4(s.fingerprint), recency: round4(s.recency) }
+      })
+    }
+    return { hits }
+  }
+
+  return { recall }
+}
+
+function round4 (value: number): number {
+  return Math.round(value * 10000) / 10000
+}

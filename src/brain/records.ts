@@ -1,0 +1,131 @@
+/**
+ * Canonical records: what is hashed (the id) and signed. A record is JSON with keys sorted
+ * (recursively), no whitespace, times as integer epoch milliseconds and confidence as integer
+ * thousandths, so every implementation produces the same bytes. id = hex SHA-256 of those bytes.
+ * docs/brain.md lists the fields; changing them is a new `v`.
+ */
+import { createHash } from 'node:crypto'
+import { SIGNATURE_CONTEXTS, brainIdFromPublicKey, verifySignature, type Identity } from '../identity/index.ts'
+import type { Visibility } from './types.ts'
+
+export interface MemoryRecord {
+  record: 'memory'
+  v: 1
+  author: string
+  key: string | null
+  content: string
+  kind: string
+  topic: string | null
+  tags: string[]
+  visibility: Visibility
+  /** Thousandths, 0..1000. */
+  confidence: number
+  valid_from: number
+  valid_to: number | null
+  created_at: number
+  supersedes: string | null
+  version: number
+}
+
+export interface EntityKey {
+  type: string
+  name: string
+}
+
+export interface RelationRecord {
+  record: 'relation'
+  v: 1
+  author: string
+  subject: EntityKey
+  predicate: string
+  object: EntityKey
+  confidence: number
+  valid_from: number
+  valid_to: number | null
+  created_at: number
+  source_memory: string | null
+}
+
+export interface RetractionRecord {
+  record: 'retraction'
+  v: 1
+  author: string
+  target: string
+  target_type: 'memory' | 'relation'
+  reason: string | null
+  created_at: number
+}
+
+export type SignedRecord = MemoryRecord | RelationRecord | RetractionRecord
+
+function canonicalValue (value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return '[' + value.map(canonicalValue).join(',') + ']'
+  switch (typeof value) {
+    case 'string': return JSON.stringify(value)
+    case 'boolean': return value ? 'true' : 'false'
+    case 'number':
+      if (!Number.isSafeInteger(value)) throw new TypeError(`canonical records hold integers only, got ${value}`)
+      return String(value)
+    case 'object': {
+      const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)
+      entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      return '{' + entries.map(([k, v]) => JSON.stringify(k) + ':' + canonicalValue(v)).join(',') + '}'
+    }
+    default:
+      throw new TypeError(`cannot encode ${typeof value} canonically`)
+  }
+}
+
+const encoder = new TextEncoder()
+
+export function canonicalBytes (record: object): Uint8Array {
+  return encoder.encode(canonicalValue(record))
+}
+
+export function sha256 (bytes: Uint8Array): Buffer {
+  return createHash('sha256').update(bytes).digest()
+}
+
+export function recordId (bytes: Uint8Array): string {
+  return sha256(bytes).toString('hex')
+}
+
+export function signatureContext (record: SignedRecord): string {
+  if (record.record === 'relation') return SIGNATURE_CONTEXTS.relationRecord
+  if (record.record === 'retraction' && record.target_type === 'relation') return SIGNATURE_CONTEXTS.relationRecord
+  return SIGNATURE_CONTEXTS.memoryRecord
+}
+
+export interface Sealed<R extends SignedRecord> {
+  record: R
+  bytes: Uint8Array
+  id: string
+  signature: Uint8Array
+}
+
+/** Encodes, hashes and signs a record authored by `identity`. */
+export function seal<R extends SignedRecord> (identity: Identity, record: R): Sealed<R> {
+  const bytes = canonicalBytes(record)
+  return { record, bytes, id: recordId(bytes), signature: identity.sign(signatureContext(record), bytes) }
+}
+
+/** Checks that `publicKey` belongs to the record's author and signed exactly these bytes. */
+export function checkSignature (record: SignedRecord, bytes: Uint8Array, publicKey: Uint8Array, signature: Uint8Array): string | undefined {
+  if (brainIdFromPublicKey(publicKey) !== record.author) return 'the author key does not match the author brain id'
+  if (!verifySignature(publicKey, signatureContext(record), bytes, signature)) return 'the signature does not verify'
+  return undefined
+}
+
+export function toMilli (confidence: number): number {
+  return Math.round(confidence * 1000)
+}
+
+export function fromMilli (milli: number): number {
+  return milli / 1000
+}
+
+/** The unsigned identity of an entity: type and canonical name. */
+export function entityId (type: string, name: string): string {
+  return recordId(canonicalBytes({ record: 'entity', v: 1, type, name }))
+}
