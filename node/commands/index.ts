@@ -1,11 +1,13 @@
 import type { Command } from 'commander'
 import type { CliContext } from '../cli-context.ts'
 import { register as registerNodeCommands } from './node.ts'
+import { register as registerModelCommands } from './model.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
  * node/commands/<module>.ts and appending it here.
  */
 export const commandModules: Array<(program: Command, cli: CliContext) => void> = [
-  registerNodeCommands
+  registerNodeCommands,
+  registerModelCommands
 ]
