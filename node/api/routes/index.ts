@@ -1,4 +1,5 @@
 import type { Route } from '../router.ts'
+import { createMetricsRoutes } from './metrics.ts'
 import { nodeRoutes } from './node.ts'
 
 /**
@@ -6,5 +7,6 @@ import { nodeRoutes } from './node.ts'
  * node/api/routes/<module>.ts and appending it here.
  */
 export const allRoutes: Route[] = [
-  ...nodeRoutes
+  ...nodeRoutes,
+  ...createMetricsRoutes()
 ]
