@@ -3,7 +3,7 @@
 // built against the installing Node (better-sqlite3) are rebuilt here against Node 22's headers,
 // which that binary package ships, so nothing is downloaded.
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, symlinkSync, unlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -47,6 +47,23 @@ function ensureNativeModules () {
 }
 
 ensureNativeModules()
+
+// `npx permagent` from the project root looks in node_modules/.bin first; npm does not link a
+// project's own bin there, and without the link npx would install a copy of the project into its
+// cache on every new machine. Link it.
+function linkOwnBin () {
+  const binDir = join(root, 'node_modules', '.bin')
+  const link = join(binDir, 'permagent')
+  mkdirSync(binDir, { recursive: true })
+  try {
+    lstatSync(link)
+    unlinkSync(link)
+  } catch {}
+  symlinkSync(join('..', '..', 'bin', 'permagent.js'), link)
+}
+if (process.platform !== 'win32' && existsSync(join(root, 'bin', 'permagent.js')) && !root.split(/[\\/]/).includes('node_modules')) {
+  linkOwnBin()
+}
 
 // In a source checkout, compile TypeScript so `npx permagent` works right after `npm install`.
 // (A published package ships dist/ and has no tsconfig.json, so this step is skipped there.)
