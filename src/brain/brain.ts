@@ -8,9 +8,10 @@ import { createWriter, monotonicClock, type BrainContext } from './context.ts'
 import { openDatabase, type Durability } from './db.ts'
 import { BrainClosedError } from './errors.ts'
 import { createGraph } from './graph.ts'
+import { createIndexer } from './indexer.ts'
 import { createPorter } from './jsonl.ts'
 import { resolveLimits, type BrainLimits } from './limits.ts'
-import { createMemories, type BulkResult } from './memories.ts'
+import { createMemories, metaTerms, type BulkResult } from './memories.ts'
 import { migrate } from './migrations.ts'
 import { buildOntology, DEFAULT_ONTOLOGY, loadOntologyFile, type Ontology, type OntologyDefinition } from './ontology.ts'
 import { createPaths, type NeighborOptions, type PathOptions } from './paths.ts'
@@ -56,6 +57,8 @@ export interface Brain {
   /** Retracts a memory (by id), every version of a key, or a relation (by id). */
   forget: (idOrKey: string, reason?: string | null) => Retraction[]
   relate: (input: RelateInput) => RelateResult
+  /** Relates in transactions of `batchSize`; a failing input rolls back only its own batch. */
+  relateMany: (inputs: Iterable<RelateInput>, options?: { batchSize?: number, onBatch?: (committed: number) => void }) => { created: number, unchanged: number }
   addAlias: (entity: string | EntityRef, alias: string) => Entity
   /** Finds an entity: exact name or alias, then case/diacritic-insensitive, then fuzzy. */
   resolveEntity: (ref: string | EntityRef) => Entity
@@ -101,6 +104,7 @@ export function createBrain (options: BrainOptions): Brain {
   const tuning = { ...DEFAULT_RECALL_TUNING, ...options.recall }
   let db: Database | undefined
   let parts: Parts | undefined
+  let closeIndexer = (): void => {}
 
   const need = (): Parts => {
     if (parts === undefined) throw new BrainClosedError()
@@ -119,6 +123,9 @@ export function createBrain (options: BrainOptions): Brain {
       try {
         const version = migrate(opened)
         const chain = createChain(opened)
+        const durability = options.durability ?? 'full'
+        const indexer = createIndexer(opened, durability, logger)
+        indexer.recover((row) => metaTerms(row.key, row.topic, JSON.parse(row.tags) as string[]))
         const ctx: BrainContext = {
           db: opened,
           identity: options.identity,
@@ -126,10 +133,12 @@ export function createBrain (options: BrainOptions): Brain {
           ontology,
           logger,
           chain,
+          indexer,
           now: monotonicClock(options.clock ?? Date.now),
           write: createWriter(opened, chain)
         }
         parts = assemble(ctx, file, tuning)
+        closeIndexer = () => { indexer.close() }
         db = opened
         logger.info({ file, schemaVersion: version, logEntries: chain.head().seq }, 'brain opened')
       } catch (err) {
@@ -139,6 +148,7 @@ export function createBrain (options: BrainOptions): Brain {
     },
     async stop () {
       if (db === undefined) return
+      try { closeIndexer() } catch (err) { logger.error({ err }, 'brain: final full-text index flush failed; it is rebuilt at the next start') }
       parts = undefined
       db.close()
       db = undefined
@@ -151,6 +161,7 @@ export function createBrain (options: BrainOptions): Brain {
     history: (target) => need().memories.history(target),
     forget: (target, reason) => need().memories.forget(target, reason),
     relate: (input) => need().graph.relate(input),
+    relateMany: (inputs, opts) => need().graph.relateMany(inputs, opts),
     addAlias: (entity, alias) => need().graph.addAlias(entity, alias),
     resolveEntity: (ref) => { const p = need(); return p.graph.entityOf(p.graph.entity(ref)) },
     entities: () => need().graph.listEntities(),

@@ -2,6 +2,7 @@ import type { Database } from 'better-sqlite3'
 import type { Identity } from '../identity/index.ts'
 import type { Logger } from '../util/index.ts'
 import type { Chain } from './chain.ts'
+import type { Indexer } from './indexer.ts'
 import type { BrainLimits } from './limits.ts'
 import type { Ontology } from './ontology.ts'
 
@@ -13,6 +14,8 @@ export interface BrainContext {
   ontology: Ontology
   logger: Logger
   chain: Chain
+  /** The write-behind full-text index (see indexer.ts). */
+  indexer: Indexer
   /** Milliseconds since the epoch, never going backwards within this brain. */
   now: () => number
   /** Runs `fn` in one write transaction: all of it commits (with the chain head) or none of it. */

@@ -81,6 +81,8 @@ export function editSimilarity (a: string, b: string): number {
 
 export interface Graph {
   relate: (input: RelateInput) => RelateResult
+  /** Relates in transactions of `batchSize`; a failing input rolls back only its own batch. */
+  relateMany: (inputs: Iterable<RelateInput>, options?: { batchSize?: number, onBatch?: (committed: number) => void }) => { created: number, unchanged: number }
   addAlias: (entity: string | EntityRef, alias: string) => Entity
   /** Finds an entity by name or alias: exact, then folded, then (when `fuzzy`) fuzzy. */
   resolve: (ref: string | EntityRef, fuzzy?: boolean) => EntityRow | undefined
@@ -345,8 +347,29 @@ export function createGraph (ctx: BrainContext): Graph {
     })
   }
 
+  function relateMany (inputs: Iterable<RelateInput>, options: { batchSize?: number, onBatch?: (committed: number) => void } = {}): { created: number, unchanged: number } {
+    const batchSize = options.batchSize ?? limits.importBatchSize
+    const all = [...inputs]
+    // the predicate and the named types are checked up front; entity resolution happens per batch
+    for (const input of all) {
+      ontology.predicate(input.predicate)
+      for (const ref of [input.subject, input.object]) if (typeof ref === 'object' && ref?.type !== undefined) ontology.checkType(ref.type)
+    }
+    const result = { created: 0, unchanged: 0 }
+    for (let start = 0; start < all.length; start += batchSize) {
+      const outcomes = ctx.write(() => all.slice(start, start + batchSize).map((input) => relate(input).created))
+      for (const created of outcomes) {
+        if (created) result.created++
+        else result.unchanged++
+      }
+      options.onBatch?.(result.created + result.unchanged)
+    }
+    return result
+  }
+
   return {
     relate,
+    relateMany,
     addAlias,
     resolve,
     entity,

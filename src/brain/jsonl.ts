@@ -365,7 +365,11 @@ export function createPorter (ctx: BrainContext, memories: Memories, graph: Grap
     let batch: Parsed[] = []
     const flush = (): void => {
       if (batch.length === 0) return
-      const outcomes = ctx.write(() => batch.map((p) => writeLine(p, source, teamId)))
+      const outcomes = ctx.write(() => {
+        const written = batch.map((p) => writeLine(p, source, teamId))
+        ctx.indexer.flushWithin()
+        return written
+      })
       for (const outcome of outcomes) count(summary, outcome)
       summary.lines += batch.length
       summary.batches++

@@ -43,7 +43,7 @@ export interface Memories {
   /** Writes an already-validated memory inside the caller's transaction. */
   rememberChecked: (input: CheckedMemoryInput, options?: { skipExactDuplicate?: boolean }) => StoredMemory
   /** Stores a memory record signed elsewhere (import, team); the caller checked the signature. */
-  storeSigned: (sealed: Sealed<MemoryRecord>, local: LocalMeta) => StoredMemory
+  storeSigned: (sealed: Sealed<MemoryRecord>, local: LocalMeta, fresh?: boolean) => StoredMemory
   storeRetraction: (sealed: Sealed<RetractionRecord>, local: LocalMeta) => boolean
   forget: (target: string, reason?: string | null) => Retraction[]
   history: (target: string) => Memory[]
@@ -74,7 +74,6 @@ export function createMemories (ctx: BrainContext): Memories {
     VALUES (@id, @author, @key, @content, @kind, @topic, @tags, @visibility, @confidence, @valid_from, @valid_to,
     @created_at, @supersedes, @version, @signature, @source, @team_id, @recorded_at, @duplicate_of, @fingerprint,
     @superseded_by, @superseded_at, @valid_end, @retracted_at)`)
-  const insertFts: Statement = db.prepare('INSERT INTO memories_fts (rowid, terms, meta) VALUES (?, ?, ?)')
   const insertBands: Statement = db.prepare('INSERT OR IGNORE INTO fingerprint_bands (band, memory) VALUES (?, ?), (?, ?), (?, ?), (?, ?)')
   const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer, author: string, key: string | null, content: string, kind: string, topic: string | null }>(`SELECT DISTINCT m.seq, m.id, m.fingerprint, m.author, m.key, m.content, m.kind, m.topic
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
@@ -114,7 +113,8 @@ export function createMemories (ctx: BrainContext): Memories {
     return best
   }
 
-  function storeSigned (sealed: Sealed<MemoryRecord>, local: LocalMeta): StoredMemory {
+  /** `fresh`: the record was just made here, so nothing can have superseded or retracted it yet. */
+  function storeSigned (sealed: Sealed<MemoryRecord>, local: LocalMeta, fresh = false): StoredMemory {
     const existing = byId.get(sealed.id)
     if (existing !== undefined) return { row: existing, created: false, nearDuplicate: null }
     const { record } = sealed
@@ -124,8 +124,8 @@ export function createMemories (ctx: BrainContext): Memories {
     const bands = fingerprint.length > 0 ? bandKeys(minhash(fingerprint)) : null
     const nearDuplicate = bands === null ? null : nearDuplicateOf(fingerprint, bands, record.supersedes)
     // a successor or retraction may have arrived first (imports and team sync are not ordered)
-    const successor = firstSuccessor.get(sealed.id)
-    const retraction = firstRetraction.get(sealed.id)
+    const successor = fresh ? undefined : firstSuccessor.get(sealed.id)
+    const retraction = fresh ? undefined : firstRetraction.get(sealed.id)
     const row: MemoryRow = {
       seq: 0,
       id: sealed.id,
@@ -155,7 +155,7 @@ export function createMemories (ctx: BrainContext): Memories {
     }
     const seq = Number(insertRow.run(row).lastInsertRowid)
     row.seq = seq
-    insertFts.run(seq, termList.join(' '), metaTerms(record.key, record.topic, record.tags))
+    ctx.indexer.queue(seq, termList.join(' '), metaTerms(record.key, record.topic, record.tags))
     if (bands !== null) insertBands.run(bands[0], seq, bands[1], seq, bands[2], seq, bands[3], seq)
     if (record.supersedes !== null) {
       markSuperseded.run({ by: sealed.id, at: recordedAt, valid_from: record.valid_from, id: record.supersedes })
@@ -213,7 +213,7 @@ export function createMemories (ctx: BrainContext): Memories {
       version
     }
     if (record.valid_to !== null && record.valid_to <= record.valid_from) throw new InvalidInputError('validTo must be after validFrom')
-    return storeSigned(seal(identity, record), { source: 'local', teamId: null })
+    return storeSigned(seal(identity, record), { source: 'local', teamId: null }, true)
   }
 
   function storeRetraction (sealed: Sealed<RetractionRecord>, local: LocalMeta): boolean {
@@ -301,7 +301,11 @@ export function createMemories (ctx: BrainContext): Memories {
     // validate everything before writing anything: a bad input fails the call with nothing written
     const checked = Array.from(inputs, (input) => checkMemoryInput(input, ctx.limits))
     for (let start = 0; start < checked.length; start += batchSize) {
-      const stored = ctx.write(() => checked.slice(start, start + batchSize).map((input) => rememberChecked(input)))
+      const stored = ctx.write(() => {
+        const written = checked.slice(start, start + batchSize).map((input) => rememberChecked(input))
+        ctx.indexer.flushWithin()
+        return written
+      })
       for (const s of stored) {
         if (s.created) result.created++
         else result.unchanged++

@@ -4,9 +4,16 @@
  *
  * User text never reaches FTS5 as syntax: the query is reduced to terms (letters and digits
  * only), each passed as a quoted string, so operators, quotes, parentheses and column filters in
- * the input are just text. To keep latency flat as the brain grows, the MATCH uses the rarest
- * terms up to a postings budget (document frequencies come from the fts5vocab table); the common
- * terms left out carry little BM25 weight and still count in the fingerprint score.
+ * the input are just text.
+ *
+ * Latency stays flat as the brain grows because BM25 is only ever computed over a bounded set of
+ * rows (scoring costs about half a microsecond per matched row, so an OR over a word in half the
+ * corpus would cost milliseconds). A small planner, using document frequencies from fts5vocab
+ * (cached), picks the MATCH:
+ * - the rarest content terms, OR-ed, while their postings fit the budget; the common terms left
+ *   out carry little IDF and still count in the fingerprint score, which covers every query term;
+ * - when every term is common, their AND (rarest first) until the estimated intersection fits;
+ * - when even that is too large (one very common word), the most recent matching rows.
  */
 import type { Statement } from 'better-sqlite3'
 import { InvalidInputError } from '../util/index.ts'
@@ -15,7 +22,7 @@ import type { BrainContext } from './context.ts'
 import { bandKeys, containment, fingerprintFromBlob, minhash, shingleSetOfTerms } from './fingerprint.ts'
 import { canonicalBytes, checkSignature, recordId } from './records.ts'
 import { memoryRecordOfRow, type MemoryRow } from './rows.ts'
-import { isoTime } from './time.ts'
+import { END_OF_TIME, isoTime } from './time.ts'
 import { isStopTerm, terms } from './text.ts'
 import { SOURCES, VISIBILITIES, type RecallHit, type RecallOptions, type RecallResult } from './types.ts'
 import { checkBytes, checkVisibility, textFrom, visibilityLevel } from './validate.ts'
@@ -34,7 +41,7 @@ export interface RecallTuning {
 }
 
 export const DEFAULT_RECALL_TUNING: RecallTuning = {
-  postingsBudget: 4000,
+  postingsBudget: 400,
   candidatesPerHit: 4,
   bm25Weight: 0.6,
   fingerprintWeight: 0.4,
@@ -45,7 +52,17 @@ export const DEFAULT_RECALL_TUNING: RecallTuning = {
 
 const MAX_QUERY_TERMS = 32
 const MAX_MATCH_TERMS = 12
+const MAX_AND_TERMS = 4
 const DAY_MS = 86_400_000
+/** A cached document frequency is refreshed once the brain has grown by this fraction. */
+const DF_REFRESH_GROWTH = 0.1
+const DF_CACHE_ENTRIES = 50_000
+
+interface MatchPlan {
+  match: string
+  /** 'ranked': order by BM25; 'recent': too many rows to rank, take the newest matches. */
+  mode: 'ranked' | 'recent'
+}
 
 interface Candidate {
   seq: number
@@ -71,41 +88,82 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     AND (@author IS NULL OR m.author = @author) AND (@source IS NULL OR m.source = @source)
     AND (@team IS NULL OR m.team_id = @team)`
   const documentFrequency = db.prepare<[string], { doc: number }>('SELECT doc FROM memories_vocab WHERE term = ?')
-  const ranked: Statement = db.prepare(`SELECT m.seq, bm25(memories_fts, 1.0, 0.5) AS bm, m.fingerprint, m.confidence, m.valid_from
-    FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid
-    WHERE memories_fts MATCH @match AND ${filters}
-    ORDER BY bm LIMIT @k`)
+  const documentCount = db.prepare<[], { n: number | null }>('SELECT max(seq) AS n FROM memories')
+  const select = (ftsOrder: string, bounded: boolean): Statement => db.prepare(`SELECT m.seq, f.bm, m.fingerprint, m.confidence, m.valid_from
+    FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.5) AS bm FROM memories_fts WHERE memories_fts MATCH @match
+          ORDER BY ${ftsOrder} ${bounded ? 'LIMIT @over' : ''}) f
+    JOIN memories m ON m.seq = f.rowid
+    WHERE ${filters}
+    ORDER BY ${ftsOrder === 'bm' ? 'f.bm' : 'm.seq DESC'} LIMIT @k`)
+  // bounded first (rank then filter); unbounded only when filters threw away too many of the bounded rows
+  const statements = {
+    ranked: { bounded: select('bm', true), unbounded: select('bm', false) },
+    recent: { bounded: select('rowid DESC', true), unbounded: select('rowid DESC', false) }
+  }
   const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (@b0, @b1, @b2, @b3) AND ${filters} LIMIT 32`)
   const rowBySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
   const authorKey = db.prepare<[string], { public_key: Buffer }>('SELECT public_key FROM authors WHERE id = ?')
+  const dfCache = new Map<string, { df: number, atCount: number }>()
 
-  function selectTerms (queryTerms: string[]): string[] {
+  function frequency (term: string, count: number): number {
+    const cached = dfCache.get(term)
+    if (cached !== undefined && count <= cached.atCount * (1 + DF_REFRESH_GROWTH) + 10) return cached.df
+    const df = documentFrequency.get(term)?.doc ?? 0
+    if (dfCache.size >= DF_CACHE_ENTRIES) dfCache.clear()
+    dfCache.set(term, { df, atCount: count })
+    return df
+  }
+
+  function plan (queryTerms: string[], count: number): MatchPlan | undefined {
     const content = queryTerms.filter((t) => !isStopTerm(t))
     const pool = content.length > 0 ? content : queryTerms
     const withFrequency: Array<{ term: string, df: number }> = []
     for (const term of pool) {
-      const df = documentFrequency.get(term)?.doc ?? 0
+      const df = frequency(term, count)
       if (df > 0) withFrequency.push({ term, df })
     }
+    if (withFrequency.length === 0) return undefined
     withFrequency.sort((a, b) => a.df - b.df)
-    const selected: string[] = []
+    const budget = tuning.postingsBudget
+    const rare: string[] = []
     let postings = 0
     for (const { term, df } of withFrequency) {
-      if (selected.length >= MAX_MATCH_TERMS) break
-      if (selected.length > 0 && postings + df > tuning.postingsBudget) break
-      selected.push(term)
+      if (rare.length >= MAX_MATCH_TERMS || postings + df > budget) break
+      rare.push(term)
       postings += df
     }
-    return selected
+    if (rare.length > 0) return { match: rare.map(ftsString).join(' OR '), mode: 'ranked' }
+    // every term is common: intersect, rarest first, until the estimated result fits the budget
+    const all: string[] = []
+    let estimate = count
+    for (const { term, df } of withFrequency.slice(0, MAX_AND_TERMS)) {
+      all.push(term)
+      estimate = estimate * df / Math.max(1, count)
+      if (estimate <= budget) break
+    }
+    return { match: all.map(ftsString).join(' AND '), mode: estimate <= budget ? 'ranked' : 'recent' }
   }
 
-  /** True when the stored bytes still hash to the id (and, if asked, the signature verifies). */
+  // Rows whose stored bytes were found to hash to their id, so each row is hashed once per process.
+  const hashChecked = new Map<number, boolean>()
+
+  /**
+   * True when the stored bytes still hash to the id (the signature over those bytes was verified
+   * when the record entered the brain) and, if asked, when the Ed25519 signature verifies now.
+   */
   function provenanceValid (row: MemoryRow, checkEd25519: boolean): boolean {
+    if (!checkEd25519) {
+      const known = hashChecked.get(row.seq)
+      if (known !== undefined) return known
+    }
     const record = memoryRecordOfRow(row)
     const bytes = canonicalBytes(record)
-    if (recordId(bytes) !== row.id) return false
+    const hashValid = recordId(bytes) === row.id
+    if (hashChecked.size >= 100_000) hashChecked.clear()
+    hashChecked.set(row.seq, hashValid)
+    if (!hashValid) return false
     if (!checkEd25519) return true
     const key = authorKey.get(row.author)
     return key !== undefined && checkSignature(record, bytes, key.public_key, row.signature) === undefined
@@ -127,14 +185,23 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
       source: options.source ?? null,
       team: options.teamId ?? null
     }
+    ctx.indexer.flush()
     const queryTerms = [...new Set(terms(query))].slice(0, MAX_QUERY_TERMS)
     if (queryTerms.length === 0) return { hits: [] }
 
-    const matchTerms = selectTerms(queryTerms)
+    const count = documentCount.get()?.n ?? 0
+    const matchPlan = plan(queryTerms, count)
     const candidates = new Map<number, Candidate>()
-    if (matchTerms.length > 0) {
+    if (matchPlan !== undefined) {
       const k = Math.max(30, limit * tuning.candidatesPerHit)
-      for (const c of ranked.all({ ...params, match: matchTerms.map(ftsString).join(' OR '), k }) as Candidate[]) candidates.set(c.seq, c)
+      const chosen = statements[matchPlan.mode]
+      let rows = chosen.bounded.all({ ...params, match: matchPlan.match, k, over: Math.ceil(k * 1.5) }) as Candidate[]
+      if (rows.length < k && (params.rt !== END_OF_TIME || params.vt !== null || params.vis > 0 || params.kind !== null || params.topic !== null ||
+        params.author !== null || params.source !== null || params.team !== null)) {
+        // filters may have dropped rows the bounded scan ranked first: rank them all
+        rows = chosen.unbounded.all({ ...params, match: matchPlan.match, k }) as Candidate[]
+      }
+      for (const c of rows) candidates.set(c.seq, c)
     }
     const queryContent = queryTerms.filter((t) => !isStopTerm(t))
     const querySet = shingleSetOfTerms(queryContent)

@@ -58,9 +58,22 @@ export interface RetractionRecord {
 
 export type SignedRecord = MemoryRecord | RelationRecord | RetractionRecord
 
+// Sorted key lists per object shape: records of one type share a shape, so sorting happens once.
+const sortedKeysByShape = new Map<string, string[]>()
+
+function sortedKeys (object: Record<string, unknown>): string[] {
+  const keys = Object.keys(object)
+  const shape = keys.join('\u0000')
+  let sorted = sortedKeysByShape.get(shape)
+  if (sorted === undefined) {
+    sorted = keys.slice().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    if (sortedKeysByShape.size < 1024) sortedKeysByShape.set(shape, sorted)
+  }
+  return sorted
+}
+
 function canonicalValue (value: unknown): string {
   if (value === null) return 'null'
-  if (Array.isArray(value)) return '[' + value.map(canonicalValue).join(',') + ']'
   switch (typeof value) {
     case 'string': return JSON.stringify(value)
     case 'boolean': return value ? 'true' : 'false'
@@ -68,9 +81,21 @@ function canonicalValue (value: unknown): string {
       if (!Number.isSafeInteger(value)) throw new TypeError(`canonical records hold integers only, got ${value}`)
       return String(value)
     case 'object': {
-      const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)
-      entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      return '{' + entries.map(([k, v]) => JSON.stringify(k) + ':' + canonicalValue(v)).join(',') + '}'
+      if (Array.isArray(value)) {
+        let out = '['
+        for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalValue(value[i])
+        return out + ']'
+      }
+      const object = value as Record<string, unknown>
+      let out = '{'
+      let first = true
+      for (const key of sortedKeys(object)) {
+        const item = object[key]
+        if (item === undefined) continue
+        out += (first ? '' : ',') + JSON.stringify(key) + ':' + canonicalValue(item)
+        first = false
+      }
+      return out + '}'
     }
     default:
       throw new TypeError(`cannot encode ${typeof value} canonically`)

@@ -18,9 +18,23 @@ export function words (text: string): string[] {
   return out
 }
 
+// Stemming is the costliest step of indexing and vocabularies repeat: cache stems (bounded).
+const stemCache = new Map<string, string>()
+const STEM_CACHE_ENTRIES = 200_000
+
+function stem (word: string): string {
+  let stemmed = stemCache.get(word)
+  if (stemmed === undefined) {
+    stemmed = porterStem(word)
+    if (stemCache.size >= STEM_CACHE_ENTRIES) stemCache.clear()
+    stemCache.set(word, stemmed)
+  }
+  return stemmed
+}
+
 /** The index terms of a text: folded, stemmed words, in order (duplicates kept). */
 export function terms (text: string): string[] {
-  return words(text).map(porterStem)
+  return words(text).map(stem)
 }
 
 // Function words carry no topic; they are kept in the full-text index (BM25's IDF weighs them

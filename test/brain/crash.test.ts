@@ -59,3 +59,21 @@ test('kill -9 during a large import: every acknowledged memory survives and veri
   assert.equal(summary.skipped, total)
   assert.equal(brain.verify().ok, true)
 })
+
+test('kill -9 right after single writes: the memories and their full-text index survive', async (t) => {
+  const dir = await tempDir(t)
+  const pair = generateEd25519()
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'fixtures', 'remember-then-die.ts'), dir,
+    Buffer.from(pair.seed).toString('hex'), Buffer.from(pair.publicKey).toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => { output += chunk })
+  const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, s) => { resolve(s) }))
+  assert.equal(signal, 'SIGKILL')
+  assert.match(output, /ack 5/)
+  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(pair) })
+  await brain.start()
+  t.after(async () => { await brain.stop() })
+  assert.equal(brain.recall('zeppelin hangar', { limit: 10 }).hits.length, 5)
+  assert.deepEqual(brain.verify().problems, [])
+})

@@ -1,0 +1,216 @@
+/**
+ * Brain benchmark: batched and single ingest, recall latency, path latency and RSS at each corpus
+ * size (default 10k and 100k memories and as many relations), on a seeded synthetic corpus.
+ *
+ *   node bench/brain.ts [--sizes 10000,100000] [--queries 2000] [--single 2000] [--paths 500]
+ *                       [--durability full|normal] [--json]
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createBrain, type RelateInput, type RememberInput } from '../src/brain/index.ts'
+import { generateEd25519, identityFromKeyPair } from '../src/identity/index.ts'
+import { benchFlags, intList, pick, progress, report, rssMiB, seededRandom, summarize, timeMs, zipfSampler, type Cell } from './lib/index.ts'
+
+const flags = benchFlags({
+  sizes: { default: '10000,100000', description: 'corpus sizes (memories, and relations) to measure' },
+  queries: { default: '2000', description: 'recall queries per size' },
+  single: { default: '2000', description: 'single (one transaction each) ingests per size' },
+  paths: { default: '500', description: 'path queries per size' },
+  durability: { default: 'full', description: 'full (fsync each commit) or normal' },
+  seed: { default: '42', description: 'corpus seed' },
+  keep: { description: 'keep the databases in this directory instead of deleting them' }
+})
+const sizes = intList(flags.values.sizes, [10_000, 100_000])
+const queryCount = Number(flags.values.queries)
+const singleCount = Number(flags.values.single)
+const pathCount = Number(flags.values.paths)
+const durability = flags.values.durability === 'normal' ? 'normal' : 'full'
+const seed = Number(flags.values.seed)
+
+// --- a seeded synthetic corpus: a Zipf-distributed vocabulary of made-up words, stop words between
+const SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'tra', 'vel', 'or', 'sun', 'dex', 'pa', 'ri', 'shu', 'to', 'ben', 'gal', 'zor', 'in', 'qua', 'fe', 'mo', 'ster', 'ly', 'an', 'cor']
+const STOP = ['the', 'a', 'of', 'to', 'and', 'in', 'is', 'for', 'on', 'with', 'that', 'we', 'it', 'was', 'at', 'by', 'from', 'our', 'this']
+const KINDS = ['fact', 'preference', 'event', 'decision', 'note', 'rule']
+const TOPICS = ['billing', 'infra', 'hiring', 'roadmap', 'support', 'research', 'security', 'design']
+
+function vocabulary (random: () => number, size: number): string[] {
+  const words = new Set<string>()
+  while (words.size < size) {
+    const n = 2 + Math.floor(random() * 3)
+    let w = ''
+    for (let i = 0; i < n; i++) w += pick(random, SYLLABLES)
+    words.add(w)
+  }
+  return [...words]
+}
+
+function corpus (size: number): { memories: RememberInput[], contentWords: string[][] } {
+  const random = seededRandom(seed)
+  const vocab = vocabulary(random, 50_000)
+  const zipf = zipfSampler(random, vocab.length, 1.0)
+  const memories: RememberInput[] = []
+  const contentWords: string[][] = []
+  const start = Date.parse('2023-01-01')
+  for (let i = 0; i < size; i++) {
+    const n = 8 + Math.floor(random() * 16)
+    const words: string[] = []
+    const sentence: string[] = []
+    for (let j = 0; j < n; j++) {
+      const w = vocab[zipf()]
+      words.push(w)
+      sentence.push(w)
+      if (random() < 0.6) sentence.push(pick(random, STOP))
+    }
+    contentWords.push(words)
+    memories.push({
+      content: sentence.join(' ') + '.',
+      kind: pick(random, KINDS),
+      topic: pick(random, TOPICS),
+      key: random() < 0.2 ? `k${i % Math.max(1, Math.floor(size / 10))}` : undefined,
+      confidence: Math.round((0.5 + random() * 0.5) * 100) / 100,
+      validFrom: new Date(start + Math.floor(random() * 700) * 86_400_000).toISOString()
+    })
+  }
+  return { memories, contentWords }
+}
+
+const ENTITY_TYPES = ['person', 'project', 'technology', 'organization'] as const
+
+function relationFor (a: number, b: number): RelateInput {
+  const ta = ENTITY_TYPES[a % 4]
+  const tb = ENTITY_TYPES[b % 4]
+  let predicate = 'related_to'
+  if (ta === 'person' && tb === 'person') predicate = 'knows'
+  else if (ta === 'person' && tb === 'project') predicate = 'works_on'
+  else if (ta === 'project' && tb === 'technology') predicate = 'depends_on'
+  else if (ta === 'person' && tb === 'organization') predicate = 'member_of'
+  return { subject: { name: `entity-${a}`, type: ta }, predicate, object: { name: `entity-${b}`, type: tb }, validFrom: '2023-01-01' }
+}
+
+interface SizeResult {
+  size: number
+  batchedIngestPerSec: number
+  singleIngestPerSec: number
+  relationIngestPerSec: number
+  recallMs: ReturnType<typeof summarize>
+  recallHitRate: number
+  pathMs: ReturnType<typeof summarize>
+  pathFoundRate: number
+  entities: number
+  relations: number
+  dbMiB: number
+  rssMiB: number
+}
+
+async function measure (size: number): Promise<SizeResult> {
+  const dir = flags.values.keep === undefined ? mkdtempSync(join(tmpdir(), 'permagent-bench-brain-')) : join(flags.values.keep, String(size))
+  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability })
+  await brain.start()
+  try {
+    progress(`[${size}] generating corpus`)
+    const { memories, contentWords } = corpus(size + singleCount)
+    const bulk = memories.slice(0, size)
+    progress(`[${size}] batched ingest of ${size}`)
+    const batchedMs = timeMs(() => { brain.rememberMany(bulk, { batchSize: 1000 }) })
+
+    progress(`[${size}] single ingest of ${singleCount}`)
+    const singles = memories.slice(size)
+    const singleMs = timeMs(() => { for (const m of singles) brain.remember(m) })
+
+    const random = seededRandom(seed + 1)
+    const entityCount = Math.max(100, Math.floor(size / 4))
+    const relations: RelateInput[] = []
+    const related = new Set<number>()
+    for (let i = 0; i < size; i++) {
+      const a = Math.floor(random() * entityCount)
+      let b = Math.floor(random() * entityCount)
+      if (b === a) b = (b + 1) % entityCount
+      relations.push(relationFor(a, b))
+      related.add(a)
+      related.add(b)
+    }
+    const endpoints = [...related]
+    progress(`[${size}] relation ingest of ${size}`)
+    const relationMs = timeMs(() => { brain.relateMany(relations, { batchSize: 1000 }) })
+
+    progress(`[${size}] ${queryCount} recalls`)
+    const queryWords = ['what', 'about', 'the', 'did', 'we', 'say']
+    const recallSamples: number[] = []
+    let withHits = 0
+    for (let q = 0; q < queryCount; q++) {
+      const words = contentWords[Math.floor(random() * size)]
+      const n = 2 + Math.floor(random() * 3)
+      const chosen = Array.from({ length: n }, () => pick(random, words))
+      const query = (random() < 0.5 ? pick(random, queryWords) + ' ' : '') + chosen.join(' ')
+      let hits = 0
+      recallSamples.push(timeMs(() => { hits = brain.recall(query, { limit: 10 }).hits.length }))
+      if (hits > 0) withHits++
+    }
+
+    progress(`[${size}] ${pathCount} path queries`)
+    const pathSamples: number[] = []
+    let found = 0
+    for (let p = 0; p < pathCount; p++) {
+      const a = pick(random, endpoints)
+      const b = pick(random, endpoints)
+      if (a === b) continue
+      let n = 0
+      pathSamples.push(timeMs(() => { n = brain.path(`entity-${a}`, `entity-${b}`, { maxHops: 3 }).paths.length }))
+      if (n > 0) found++
+    }
+    const stats = brain.stats()
+    return {
+      size,
+      batchedIngestPerSec: size / (batchedMs / 1000),
+      singleIngestPerSec: singles.length / (singleMs / 1000),
+      relationIngestPerSec: size / (relationMs / 1000),
+      recallMs: summarize(recallSamples),
+      recallHitRate: withHits / queryCount,
+      pathMs: summarize(pathSamples),
+      pathFoundRate: found / pathSamples.length,
+      entities: stats.entities,
+      relations: stats.relations.total,
+      dbMiB: stats.dbBytes / (1024 * 1024),
+      rssMiB: rssMiB()
+    }
+  } finally {
+    await brain.stop()
+    if (flags.values.keep === undefined) rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const results: SizeResult[] = []
+for (const size of sizes) results.push(await measure(size))
+
+const targets = { recallP50Ms: 0.5, recallP99Ms: 2, batchedIngestPerSec: 20_000, singleIngestPerSec: 3_000, pathP50Ms: 2 }
+const largest = results[results.length - 1]
+const verdict = {
+  recallP50: largest.recallMs.p50 <= targets.recallP50Ms,
+  recallP99: largest.recallMs.p99 <= targets.recallP99Ms,
+  batchedIngest: Math.min(...results.map((r) => r.batchedIngestPerSec)) >= targets.batchedIngestPerSec,
+  singleIngest: Math.min(...results.map((r) => r.singleIngestPerSec)) >= targets.singleIngestPerSec,
+  pathP50: largest.pathMs.p50 <= targets.pathP50Ms
+}
+const rows: Cell[][] = results.map((r) => [
+  r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.relationIngestPerSec),
+  r.recallMs.p50, r.recallMs.p99, r.pathMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB
+])
+report(flags, { benchmark: 'brain', durability, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
+  {
+    title: `brain (durability ${durability}, ${queryCount} recalls, ${singleCount} single ingests, ${pathCount} paths per size)`,
+    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'path p50 ms', 'path p99 ms', 'db MiB', 'RSS MiB'],
+    rows
+  },
+  {
+    title: `targets at ${largest.size}`,
+    headers: ['target', 'value', 'met'],
+    rows: [
+      ['recall p50 <= 0.5 ms', largest.recallMs.p50, verdict.recallP50],
+      ['recall p99 <= 2 ms', largest.recallMs.p99, verdict.recallP99],
+      ['batched ingest >= 20,000/s (every size)', Math.round(Math.min(...results.map((r) => r.batchedIngestPerSec))), verdict.batchedIngest],
+      ['single ingest >= 3,000/s (every size)', Math.round(Math.min(...results.map((r) => r.singleIngestPerSec))), verdict.singleIngest],
+      ['path (<= 3 hops) p50 <= 2 ms', largest.pathMs.p50, verdict.pathP50]
+    ]
+  }
+], results.map((r) => `size ${r.size}: ${(r.recallHitRate * 100).toFixed(1)} % of recalls returned hits; ${(r.pathFoundRate * 100).toFixed(1)} % of path queries found a path; ${r.entities} entities, ${r.relations} relations`))

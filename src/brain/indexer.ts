@@ -1,0 +1,105 @@
+/**
+ * The full-text index is written behind the memories: a single remember() commits (and fsyncs)
+ * only the memory, its fingerprint bands and its log entry, and queues the index terms. The queue
+ * is flushed in one transaction by the next recall, by a bulk write, when it grows, after a short
+ * delay, and at stop(). Bulk writes index inline, in their own transaction.
+ *
+ * The index is derived data: meta.fts_seq records the highest memory seq indexed, in the same
+ * transaction as the index rows, and start() indexes whatever lies above it (a crash can only
+ * lose index rows, which are rebuilt from the memories). So the flush needs no fsync of its own:
+ * it commits with synchronous=NORMAL, and the next durable commit's fsync covers its frames too.
+ */
+import type { Database, Statement } from 'better-sqlite3'
+import type { Logger } from '../util/index.ts'
+import type { Durability } from './db.ts'
+import { terms } from './text.ts'
+
+const FLUSH_DELAY_MS = 50
+const FLUSH_AT = 256
+
+export interface Indexer {
+  queue: (seq: number, termText: string, metaText: string) => void
+  /** Writes the queued rows inside the caller's transaction. */
+  flushWithin: () => void
+  /** Writes the queued rows in a transaction of its own (no-op when nothing is queued). */
+  flush: () => void
+  pending: () => number
+  /** Indexes memories the index has not seen (after a crash). Returns how many. */
+  recover: (metaTermsOf: (row: { key: string | null, topic: string | null, tags: string }) => string) => number
+  close: () => void
+}
+
+export function createIndexer (db: Database, durability: Durability, logger: Logger): Indexer {
+  const insert: Statement = db.prepare('INSERT INTO memories_fts (rowid, terms, meta) VALUES (?, ?, ?)')
+  const readIndexed = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE name = 'fts_seq'")
+  const storeIndexed: Statement = db.prepare("INSERT INTO meta (name, value) VALUES ('fts_seq', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+  const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string }>(
+    'SELECT seq, content, key, topic, tags FROM memories WHERE seq > ? ORDER BY seq')
+  let queued: Array<[number, string, string]> = []
+  let indexedSeq = Number(readIndexed.get()?.value ?? 0)
+  let timer: NodeJS.Timeout | undefined
+
+  const flushWithin = (): void => {
+    if (queued.length === 0) return
+    for (const [seq, termText, metaText] of queued) {
+      insert.run(seq, termText, metaText)
+      if (seq > indexedSeq) indexedSeq = seq
+    }
+    storeIndexed.run(String(indexedSeq))
+    queued = []
+  }
+
+  const flush = (): void => {
+    if (timer !== undefined) { clearTimeout(timer); timer = undefined }
+    if (queued.length === 0) return
+    if (db.inTransaction) { flushWithin(); return }
+    const before = indexedSeq
+    const rows = queued
+    if (durability === 'full') db.pragma('synchronous = NORMAL')
+    try {
+      db.transaction(flushWithin).immediate()
+    } catch (err) {
+      queued = rows
+      indexedSeq = before
+      throw err
+    } finally {
+      if (durability === 'full') db.pragma('synchronous = FULL')
+    }
+  }
+
+  return {
+    queue (seq, termText, metaText) {
+      queued.push([seq, termText, metaText])
+      if (queued.length >= FLUSH_AT && !db.inTransaction) {
+        flush()
+      } else if (timer === undefined) {
+        timer = setTimeout(() => {
+          timer = undefined
+          try { flush() } catch (err) { logger.error({ err }, 'brain: full-text index flush failed; retried on next recall') }
+        }, FLUSH_DELAY_MS)
+        timer.unref()
+      }
+    },
+    flushWithin,
+    flush,
+    pending: () => queued.length,
+    recover (metaTermsOf) {
+      let n = 0
+      db.transaction(() => {
+        for (const row of unindexed.iterate(indexedSeq)) {
+          queued.push([row.seq, terms(row.content).join(' '), metaTermsOf(row)])
+          n++
+          if (queued.length >= 1000) flushWithin()
+        }
+        flushWithin()
+      })()
+      if (n > 0) logger.warn({ memories: n }, 'brain: indexed memories the full-text index had not seen (after a crash)')
+      return n
+    },
+    close () {
+      flush()
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+    }
+  }
+}
