@@ -38,6 +38,8 @@ export interface RecallTuning {
   confidenceWeight: number
   recencyWeight: number
   recencyHalfLifeDays: number
+  /** Return only the best of a group of near-duplicates (flagged by fingerprints at ingest). */
+  collapseNearDuplicates: boolean
 }
 
 export const DEFAULT_RECALL_TUNING: RecallTuning = {
@@ -47,7 +49,8 @@ export const DEFAULT_RECALL_TUNING: RecallTuning = {
   fingerprintWeight: 0.4,
   confidenceWeight: 0.2,
   recencyWeight: 0.05,
-  recencyHalfLifeDays: 90
+  recencyHalfLifeDays: 90,
+  collapseNearDuplicates: true
 }
 
 const MAX_QUERY_TERMS = 32
@@ -70,6 +73,8 @@ interface Candidate {
   fingerprint: Buffer
   confidence: number
   valid_from: number
+  /** The id of the memory this one nearly duplicates (flagged at ingest), or its own id. */
+  family: string
 }
 
 export interface Recaller {
@@ -89,7 +94,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     AND (@team IS NULL OR m.team_id = @team)`
   const documentFrequency = db.prepare<[string], { doc: number }>('SELECT doc FROM memories_vocab WHERE term = ?')
   const documentCount = db.prepare<[], { n: number | null }>('SELECT max(seq) AS n FROM memories')
-  const select = (ftsOrder: string, bounded: boolean): Statement => db.prepare(`SELECT m.seq, f.bm, m.fingerprint, m.confidence, m.valid_from
+  const select = (ftsOrder: string, bounded: boolean): Statement => db.prepare(`SELECT m.seq, f.bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
     FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.5) AS bm FROM memories_fts WHERE memories_fts MATCH @match
           ORDER BY ${ftsOrder} ${bounded ? 'LIMIT @over' : ''}) f
     JOIN memories m ON m.seq = f.rowid
@@ -100,7 +105,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     ranked: { bounded: select('bm', true), unbounded: select('bm', false) },
     recent: { bounded: select('rowid DESC', true), unbounded: select('rowid DESC', false) }
   }
-  const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from
+  const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (@b0, @b1, @b2, @b3) AND ${filters} LIMIT 32`)
   const rowBySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
@@ -221,12 +226,21 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
       const recency = Math.pow(0.5, ageDays / tuning.recencyHalfLifeDays)
       const relevance = tuning.bm25Weight * bm25 + tuning.fingerprintWeight * fingerprint
       const score = relevance * (1 - tuning.confidenceWeight + tuning.confidenceWeight * c.confidence / 1000) + tuning.recencyWeight * recency
-      return { seq: c.seq, score, bm25, fingerprint, recency }
+      return { seq: c.seq, family: c.family, score, bm25, fingerprint, recency }
     })
     scored.sort((a, b) => b.score - a.score || a.seq - b.seq)
+    // near-duplicates flagged at ingest collapse into their best-scoring member, so repeated text
+    // does not crowd out everything else
+    const families = new Set<string>()
+    const distinct = scored.filter((s) => {
+      if (!tuning.collapseNearDuplicates) return true
+      if (families.has(s.family)) return false
+      families.add(s.family)
+      return true
+    })
 
     const hits: RecallHit[] = []
-    for (const s of scored.slice(0, limit)) {
+    for (const s of distinct.slice(0, limit)) {
       const row = rowBySeq.get(s.seq) as MemoryRow
       hits.push({
         id: row.id,
