@@ -1,0 +1,21 @@
+export { crc32c } from './crc32c.ts'
+export {
+  UsxfError, UsxfTruncatedError, UsxfChecksumError, UsxfBlockHashError, UsxfSignatureError, UsxfProducerError, UsxfModelMismatchError,
+  UsxfShapeMismatchError, UsxfContextExceededError, UsxfFormatError, UsxfFidelityError, UsxfProtocolError, UsxfUnknownSessionError,
+  UsxfSessionBusyError, UsxfRefusedError
+} from './errors.ts'
+export {
+  USXF_MAJOR, USXF_MINOR, QUANTIZATIONS, DTYPES, LIMITS, layoutOf, payloadSize, encodedElementBytes, openRecord,
+  type UsxfHeaderInfo, type UsxfKind, type UsxfDtype, type UsxfQuantization, type ModelIdentity, type RopeSpec, type Layout, type TrailerInfo
+} from './format.ts'
+export { quantizeInt8, dequantizeInt8, type PlaneData } from './blocks.ts'
+export {
+  UsxfEncoder, encodeStateToBytes, DEFAULT_BLOCK_TOKENS, DEFAULT_CHUNK_BYTES, DEFAULT_QUANT_GROUP,
+  type UsxfSigner, type UsxfStateInput, type EncodeOptions
+} from './encoder.ts'
+export { UsxfDecoder, splitRecords, decodeStream, allocatePlanes, type DecodeTarget, type DecoderOptions, type DecodedState } from './decoder.ts'
+export { extractKv, attachKv, allocateKv, kvPlanes, kvStateInput, checkStateFits, modelIdentity, ropeSpec, sameIdentity, cachesRange, type LayerRange } from './kv.ts'
+export {
+  encodeActivationFrame, decodeActivationFrame, frameBytes, FRAME_HEADER_BYTES, FRAME_OVERHEAD,
+  type ActivationFrame, type FrameOptions, type FrameLimits
+} from './frame.ts'
