@@ -11,3 +11,11 @@ export {
 export {
   encodeReconcile, decodeReconcile, SYNC_PROTOCOL, FETCH_PROTOCOL, SYNC_VERSION, SYNC_LIMITS, RESOURCE_SHARD, RESOURCE_SKILL_BUNDLE
 } from './wire.ts'
+export {
+  SyncSession, DEFAULT_SESSION_OPTIONS,
+  type SyncStats, type SessionOptions, type SessionTeam, type AcceptShards, type AcceptResult, type AcceptContext, type GetShards
+} from './session.ts'
+export {
+  createSyncService, checkTeamId,
+  type SyncService, type SyncServiceOptions, type SyncTeam, type GetResources, type FetchOptions, type FetchResult
+} from './service.ts'
