@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { createBrain, type Brain, type BrainLimits, type Durability, type OntologyDefinition } from './brain/index.ts'
 import { identityFromKeyPair, loadOrCreateKeyFile, type Identity } from './identity/index.ts'
 import { createMeshNode, type MeshNode, type PeerSummary } from './mesh/index.ts'
 import { silentLogger, type Logger } from './util/logger.ts'
@@ -25,6 +26,8 @@ export interface PermagentOptions {
   logger?: Logger
   /** Use this identity instead of the key file in dataDir (tests, embedding). */
   identity?: Identity
+  /** The brain (dataDir/brain.db): limits, ontology (definition or JSON file path), durability. */
+  brain?: { limits?: Partial<BrainLimits>, ontology?: OntologyDefinition | string, durability?: Durability }
 }
 
 export interface NodeStatus {
@@ -50,6 +53,8 @@ export interface Permagent {
   readonly dataDir: string
   readonly identity: Identity
   readonly mesh: MeshNode
+  /** The local memory engine and knowledge graph (dataDir/brain.db). */
+  readonly brain: Brain
   readonly logger: Logger
   start: () => Promise<void>
   stop: () => Promise<void>
@@ -78,7 +83,17 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     targetPeers: options.network.targetPeers
   })
 
+  const brain = createBrain({
+    dataDir: options.dataDir,
+    identity,
+    logger: logger.child({ module: 'brain' }),
+    limits: options.brain?.limits,
+    ontology: options.brain?.ontology,
+    durability: options.brain?.durability
+  })
+
   const services: NodeService[] = [
+    { name: 'brain', start: brain.start, stop: brain.stop },
     { name: 'mesh', start: mesh.start, stop: mesh.stop }
   ]
   const running: NodeService[] = []
@@ -101,6 +116,7 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     dataDir: options.dataDir,
     identity,
     mesh,
+    brain,
     logger,
     get started () { return startedAt != null },
     async start () {

@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import type { CliContext } from '../cli-context.ts'
 import { register as registerNodeCommands } from './node.ts'
 import { register as registerModelCommands } from './model.ts'
+import { register as registerBrainCommands } from './brain.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
@@ -9,5 +10,6 @@ import { register as registerModelCommands } from './model.ts'
  */
 export const commandModules: Array<(program: Command, cli: CliContext) => void> = [
   registerNodeCommands,
-  registerModelCommands
+  registerModelCommands,
+  registerBrainCommands
 ]

@@ -1,6 +1,7 @@
 import type { Route } from '../router.ts'
 import { createMetricsRoutes } from './metrics.ts'
 import { nodeRoutes } from './node.ts'
+import { brainRoutes } from './brain.ts'
 
 /**
  * Every control-API route. A module adds its routes by exporting a Route[] from
@@ -8,5 +9,6 @@ import { nodeRoutes } from './node.ts'
  */
 export const allRoutes: Route[] = [
   ...nodeRoutes,
+  ...brainRoutes,
   ...createMetricsRoutes()
 ]
