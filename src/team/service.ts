@@ -1,0 +1,409 @@
+import { randomBytes } from 'node:crypto'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { PeerId } from '@libp2p/interface'
+import type { Database } from 'better-sqlite3'
+import type { Identity } from '../identity/index.ts'
+import type { MeshNode } from '../mesh/index.ts'
+import { isPermagentError } from '../util/errors.ts'
+import type { Logger } from '../util/logger.ts'
+import { encodeCanonicalJson } from './canonical-json.ts'
+import { InviteError, ShardRejectedError, TeamError, UnknownTeamError } from './errors.ts'
+import { createHybridClock, type HybridClock } from './hlc.ts'
+import { buildJoinOp, issueInvite, parseInviteToken } from './invite.ts'
+import { computeMembership, deriveTeamId, encodeMembershipOp, type MembershipOp, type MembershipView, type Role } from './membership.ts'
+import { createShard, decodeShard, type Shard, type ShardKind, type ShardVisibility } from './shard.ts'
+import { openShardStore, type ShardStore, type TeamRow } from './store.ts'
+import { teamTopic } from './topics.ts'
+import { validateShard, type AcceptedShard } from './validator.ts'
+
+/** How the brain takes part: it checks record bodies and indexes accepted records for recall. */
+export interface TeamMemoryPort {
+  checkBody: (shard: Shard) => void
+  /** Runs inside the shard-insert transaction; returns shard id → brain record id. */
+  ingest: (shards: Shard[]) => Map<string, string>
+}
+
+export interface TeamServiceOptions {
+  identity: Identity
+  mesh: MeshNode
+  db: Database
+  logger: Logger
+  memories?: TeamMemoryPort
+  /** Shards dated further in the future than this are refused (default 5 minutes). */
+  maxClockSkewMs?: number
+  now?: () => number
+  /** Per-author trust weights (brain id → weight, default 1) applied to team recall ranking. */
+  trust?: Record<string, number>
+  /** Non-members admitted while an invite is outstanding are disconnected after this (default 60 s). */
+  admissionGraceMs?: number
+}
+
+export interface AcceptResult {
+  accepted: Shard[]
+  duplicates: number
+  rejected: Array<{ code: string, message: string }>
+}
+
+export interface MemberInfo {
+  brainId: string
+  publicKey: string
+  role: Role
+  active: boolean
+  since: string
+}
+
+export interface ShardProvenance {
+  shardId: string
+  teamId: string
+  author: string
+  time: string
+  supersededBy: string[]
+  disputes: Array<{ disputeId: string, author: string, reason: string, at: string }>
+}
+
+export interface TeamService {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  createTeam: (name: string, options?: { teamOnly?: boolean }) => Promise<{ teamId: string, name: string }>
+  createInvite: (teamId: string, options?: { role?: Role, expiresInMs?: number, bootstrap?: string[] }) => Promise<{ token: string, expiresAt: string }>
+  join: (token: string) => Promise<{ teamId: string, name: string }>
+  teams: () => Array<TeamRow & { members: number }>
+  members: (teamId: string) => MemberInfo[]
+  removeMember: (teamId: string, member: string) => Promise<void>
+  setTeamOnly: (teamId: string, teamOnly: boolean) => void
+  /** Signs, stores and gossips a shard of this node's own. */
+  publish: (teamId: string, kind: ShardKind, body: Uint8Array, visibility: ShardVisibility, supersedes?: string[]) => Promise<Shard>
+  dispute: (teamId: string, shardId: string, reason: string) => Promise<Shard>
+  /** Validates and stores shards from outside (gossip, sync, fetch). */
+  acceptShards: (shards: Uint8Array[], origin: string, expectedTeam?: string) => AcceptResult
+  provenance: (shardId: string) => ShardProvenance | undefined
+  shardOfRecord: (recordId: string) => string | undefined
+  trustOf: (brainId: string) => number
+  membership: (teamId: string) => MembershipView | undefined
+  isMember: (teamId: string, peer: PeerId) => boolean
+  readonly store: ShardStore
+  readonly clock: HybridClock
+  /** Fires 'shard' (detail: Shard) for every newly stored shard. */
+  readonly events: EventTarget
+}
+
+const DEFAULT_INVITE_MS = 7 * 24 * 3600 * 1000
+
+function keyOfPeer (peer: PeerId): string | undefined {
+  const raw = peer.publicKey?.raw
+  return raw != null && raw.length === 32 ? Buffer.from(raw).toString('hex') : undefined
+}
+
+export function createTeamService (options: TeamServiceOptions): TeamService {
+  const { identity, mesh, logger } = options
+  const now = options.now ?? Date.now
+  const maxClockSkewMs = options.maxClockSkewMs ?? 5 * 60_000
+  const store = openShardStore(options.db)
+  const clock = createHybridClock(now)
+  const events = new EventTarget()
+  const membershipCache = new Map<string, MembershipView>()
+  const ownKey = Buffer.from(identity.publicKey).toString('hex')
+  const outstandingInvites = new Map<string, number>() // invite key -> expiry, for team-only admission
+  let admissionTimer: NodeJS.Timeout | undefined
+  let running = false
+
+  const membership = (teamId: string): MembershipView | undefined => {
+    if (store.team(teamId) == null) return undefined
+    let view = membershipCache.get(teamId)
+    if (view == null) {
+      view = computeMembership(teamId, store.membershipShards(teamId))
+      membershipCache.set(teamId, view)
+    }
+    return view
+  }
+
+  const context = {
+    store,
+    membership,
+    now,
+    maxClockSkewMs,
+    checkBody: options.memories?.checkBody
+  }
+
+  const commit = (items: AcceptedShard[], origin: string): Shard[] => {
+    const links = new Map<string, string>()
+    const freshIds = store.insert(items.map((i) => ({ ...i, origin })), (fresh) => {
+      const content = fresh.filter((s) => s.kind === 'memory' || s.kind === 'relation' || s.kind === 'retraction')
+      if (content.length > 0 && options.memories != null) {
+        for (const [shardId, recordId] of options.memories.ingest(content)) {
+          store.setRecordId(shardId, recordId)
+          links.set(shardId, recordId)
+        }
+      }
+    })
+    const fresh = items.map((i) => i.shard).filter((s) => freshIds.includes(s.id))
+    for (const shard of fresh) {
+      clock.observe(shard.hlc)
+      if (shard.kind === 'membership') membershipCache.delete(shard.teamId)
+    }
+    for (const shard of fresh) events.dispatchEvent(new CustomEvent('shard', { detail: shard }))
+    return fresh
+  }
+
+  const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string): AcceptResult => {
+    const result: AcceptResult = { accepted: [], duplicates: 0, rejected: [] }
+    // membership first, one at a time: a batch may carry a join and the new member's shards
+    const decodedKinds = list.map((bytes) => {
+      try { return decodeShard(bytes, { verify: false }).kind } catch { return undefined }
+    })
+    const order = list.map((_, i) => i).sort((a, b) => (decodedKinds[a] === 'membership' ? 0 : 1) - (decodedKinds[b] === 'membership' ? 0 : 1))
+    const pending: AcceptedShard[] = []
+    const seen = new Set<string>()
+    for (const index of order) {
+      try {
+        const accepted = validateShard(list[index], context, expectedTeam)
+        if (accepted == null || seen.has(accepted.shard.id)) { result.duplicates++; continue }
+        seen.add(accepted.shard.id)
+        if (accepted.shard.kind === 'membership') {
+          result.accepted.push(...commit([accepted], origin))
+        } else {
+          pending.push(accepted)
+        }
+      } catch (err) {
+        if (!isPermagentError(err)) throw err
+        result.rejected.push({ code: err.code, message: err.message })
+      }
+    }
+    if (pending.length > 0) {
+      try {
+        result.accepted.push(...commit(pending, origin))
+      } catch (err) {
+        // the brain refused a body inside the transaction: nothing of the batch was stored;
+        // retry one by one so one bad shard does not sink the others
+        if (!isPermagentError(err) || pending.length === 1) {
+          if (isPermagentError(err)) { result.rejected.push({ code: err.code, message: err.message }); return result }
+          throw err
+        }
+        for (const item of pending) {
+          try {
+            result.accepted.push(...commit([item], origin))
+          } catch (inner) {
+            if (!isPermagentError(inner)) throw inner
+            result.rejected.push({ code: inner.code, message: inner.message })
+          }
+        }
+      }
+    }
+    return result
+  }
+
+  const subscribe = (teamId: string): void => {
+    const topic = teamTopic(teamId)
+    const pubsub = mesh.libp2p.services.pubsub
+    pubsub.topicValidators.set(topic, (peer, message) => {
+      if (message.type !== 'signed' || message.topic !== topic) return TopicValidatorResult.Reject
+      const result = acceptShards([message.data], peer.toString(), teamId)
+      if (result.rejected.length > 0) {
+        logger.debug({ peer: peer.toString(), teamId, reason: result.rejected[0] }, 'rejected gossiped shard')
+        return TopicValidatorResult.Reject
+      }
+      return result.accepted.length > 0 ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
+    })
+    pubsub.subscribe(topic)
+  }
+
+  const unsubscribe = (teamId: string): void => {
+    const topic = teamTopic(teamId)
+    mesh.libp2p.services.pubsub.unsubscribe(topic)
+    mesh.libp2p.services.pubsub.topicValidators.delete(topic)
+  }
+
+  const gossip = async (shard: Shard): Promise<void> => {
+    try {
+      await mesh.libp2p.services.pubsub.publish(teamTopic(shard.teamId), shard.bytes)
+    } catch (err) {
+      // no subscribed peers right now: anti-entropy sync delivers it later
+      logger.debug({ err: (err as Error).message, shard: shard.id }, 'gossip publish failed')
+    }
+  }
+
+  const isMember = (teamId: string, peer: PeerId): boolean => {
+    const key = keyOfPeer(peer)
+    return key != null && membership(teamId)?.isActiveMember(key) === true
+  }
+
+  const teamOnlyTeams = (): string[] => store.teams().filter((t) => t.teamOnly).map((t) => t.teamId)
+  const admissionOpen = (): boolean => {
+    const t = now()
+    for (const [key, expiry] of outstandingInvites) if (expiry < t) outstandingInvites.delete(key)
+    return outstandingInvites.size > 0
+  }
+  const updateGater = (): void => {
+    const teamOnly = teamOnlyTeams()
+    if (teamOnly.length === 0) {
+      mesh.gater.removeRule('team-only')
+      return
+    }
+    mesh.gater.setRule('team-only', (peer) => teamOnly.some((teamId) => isMember(teamId, peer)) || admissionOpen())
+  }
+  // a non-member admitted during an invite window must become a member soon, or is disconnected
+  const closeUnadmitted = (): void => {
+    const teamOnly = teamOnlyTeams()
+    if (teamOnly.length === 0) return
+    const grace = options.admissionGraceMs ?? 60_000
+    for (const connection of mesh.libp2p.getConnections()) {
+      if (teamOnly.some((teamId) => isMember(teamId, connection.remotePeer))) continue
+      if (now() - connection.timeline.open > grace) void connection.close().catch(() => {})
+    }
+  }
+
+  const requireTeam = (teamId: string): MembershipView => {
+    const view = membership(teamId)
+    if (view == null) throw new UnknownTeamError(teamId)
+    return view
+  }
+
+  const publish = async (teamId: string, kind: ShardKind, body: Uint8Array, visibility: ShardVisibility, supersedes: string[] = []): Promise<Shard> => {
+    requireTeam(teamId)
+    const shard = createShard(identity, { teamId, kind, body, visibility, supersedes, hlc: clock.now() })
+    const result = acceptShards([shard.bytes], 'local', teamId)
+    if (result.rejected.length > 0) throw new ShardRejectedError(result.rejected[0].code, result.rejected[0].message)
+    await gossip(shard)
+    return shard
+  }
+
+  const membershipOp = async (teamId: string, op: MembershipOp): Promise<Shard> => {
+    return await publish(teamId, 'membership', encodeMembershipOp(op), 'team')
+  }
+
+  const heads = (teamId: string): string[] => {
+    const shards = store.membershipShards(teamId)
+    return shards.length > 0 ? [shards[shards.length - 1].id] : []
+  }
+
+  return {
+    store,
+    clock,
+    events,
+    membership,
+    isMember,
+    acceptShards,
+    trustOf: (brainId) => options.trust?.[brainId] ?? 1,
+    shardOfRecord: (recordId) => store.shardOfRecord(recordId),
+    async start () {
+      running = true
+      for (const team of store.teams()) subscribe(team.teamId)
+      updateGater()
+      admissionTimer = setInterval(closeUnadmitted, 10_000)
+      admissionTimer.unref()
+    },
+    async stop () {
+      running = false
+      if (admissionTimer != null) clearInterval(admissionTimer)
+      for (const team of store.teams()) {
+        try { unsubscribe(team.teamId) } catch {}
+      }
+      mesh.gater.removeRule('team-only')
+    },
+    async createTeam (name, createOptions = {}) {
+      const trimmed = name.trim()
+      if (trimmed.length === 0 || trimmed.length > 128) throw new TeamError('ERR_INVALID_INPUT', 'a team name is 1 to 128 characters')
+      const nonce = randomBytes(32).toString('hex')
+      const teamId = deriveTeamId(ownKey, trimmed, nonce)
+      store.putTeam({ teamId, name: trimmed, joinedAt: now(), teamOnly: createOptions.teamOnly === true, bootstrap: [] })
+      membershipCache.delete(teamId)
+      const genesis = createShard(identity, { teamId, kind: 'membership', body: encodeMembershipOp({ op: 'create', name: trimmed, nonce, parents: [] }), visibility: 'team', hlc: clock.now() })
+      commit([{ shard: genesis }], 'local')
+      if (running) subscribe(teamId)
+      updateGater()
+      logger.info({ teamId, name: trimmed }, 'team created')
+      return { teamId, name: trimmed }
+    },
+    async createInvite (teamId, inviteOptions = {}) {
+      const view = requireTeam(teamId)
+      if (!view.isAdmin(ownKey)) throw new TeamError('ERR_NOT_ADMIN', `only an admin of team ${teamId} can invite; ask one of: ${[...view.members.values()].filter((m) => m.active && m.role === 'admin').map((m) => m.brainId).join(', ')}`)
+      const expiresAt = now() + (inviteOptions.expiresInMs ?? DEFAULT_INVITE_MS)
+      const { token, capability } = await issueInvite(identity, {
+        teamId,
+        name: view.name,
+        role: inviteOptions.role ?? 'member',
+        expiresAt,
+        bootstrap: inviteOptions.bootstrap ?? mesh.addresses(),
+        membership: store.membershipShards(teamId).map((s) => s.bytes)
+      })
+      outstandingInvites.set(capability.invite_key, expiresAt)
+      updateGater()
+      return { token, expiresAt: new Date(expiresAt).toISOString() }
+    },
+    async join (tokenText) {
+      const token = parseInviteToken(tokenText)
+      if (token.capability.expires_at < now()) throw new InviteError('ERR_INVITE_EXPIRED', `the invite expired at ${new Date(token.capability.expires_at).toISOString()}; ask for a new one`)
+      const existing = store.team(token.teamId)
+      if (existing != null && membership(token.teamId)?.isActiveMember(ownKey) === true) {
+        return { teamId: token.teamId, name: existing.name }
+      }
+      // check the invite before anything is stored: its membership log must prove the issuer an admin
+      const logShards: Shard[] = []
+      for (const encoded of token.membership) {
+        try {
+          logShards.push(decodeShard(new Uint8Array(Buffer.from(encoded, 'base64'))))
+        } catch (err) {
+          throw new InviteError('ERR_INVITE_INVALID', `the invite's membership log is damaged: ${(err as Error).message}`)
+        }
+      }
+      const view = computeMembership(token.teamId, logShards)
+      if (view.genesisId === '') throw new InviteError('ERR_INVITE_INVALID', 'the invite does not carry the team genesis')
+      if (!view.isAdmin(token.capability.issuer)) throw new InviteError('ERR_INVITE_INVALID', 'the invite was issued by someone who is not an admin of the team')
+      store.putTeam({ teamId: token.teamId, name: view.name, joinedAt: now(), teamOnly: existing?.teamOnly ?? false, bootstrap: token.bootstrap })
+      membershipCache.delete(token.teamId)
+      const logResult = acceptShards(logShards.map((s) => s.bytes), 'invite', token.teamId)
+      if (logResult.rejected.length > 0) throw new InviteError('ERR_INVITE_INVALID', `the invite's membership log was refused: ${logResult.rejected[0].message}`)
+      const op = await buildJoinOp(token, identity, heads(token.teamId))
+      if (running) subscribe(token.teamId)
+      await membershipOp(token.teamId, op)
+      if (membership(token.teamId)?.isActiveMember(ownKey) !== true) throw new InviteError('ERR_INVITE_INVALID', 'the join did not take effect (the invite may be used up or revoked)')
+      updateGater()
+      for (const address of token.bootstrap) {
+        void mesh.connect(address, { signal: AbortSignal.timeout(15_000) }).catch((err) => { logger.debug({ address, err: (err as Error).message }, 'cannot reach invite bootstrap peer') })
+      }
+      logger.info({ teamId: token.teamId, name: view.name }, 'joined team')
+      return { teamId: token.teamId, name: view.name }
+    },
+    teams: () => store.teams().map((t) => ({ ...t, members: [...(membership(t.teamId)?.members.values() ?? [])].filter((m) => m.active).length })),
+    members (teamId) {
+      const view = requireTeam(teamId)
+      return [...view.members.values()].map((m) => ({
+        brainId: m.brainId,
+        publicKey: m.publicKey,
+        role: m.role,
+        active: m.active,
+        since: new Date(m.intervals[m.intervals.length - 1].from.wallMs).toISOString()
+      }))
+    },
+    async removeMember (teamId, member) {
+      const view = requireTeam(teamId)
+      const target = [...view.members.values()].find((m) => m.brainId === member || m.publicKey === member)
+      if (target == null || !target.active) throw new TeamError('ERR_NOT_A_MEMBER', `${member} is not a member of team ${teamId}`)
+      if (!view.isAdmin(ownKey) && target.publicKey !== ownKey) throw new TeamError('ERR_NOT_ADMIN', 'only an admin can remove another member')
+      await membershipOp(teamId, { op: 'remove', member: target.publicKey, parents: heads(teamId) })
+      updateGater()
+    },
+    setTeamOnly (teamId, teamOnly) {
+      requireTeam(teamId)
+      store.setTeamOnly(teamId, teamOnly)
+      updateGater()
+    },
+    publish,
+    async dispute (teamId, shardId, reason) {
+      if (!/^[0-9a-f]{64}$/.test(shardId)) throw new TeamError('ERR_INVALID_INPUT', 'a shard id is 64 hex characters')
+      return await publish(teamId, 'dispute', encodeCanonicalJson({ target: shardId, reason }), 'team')
+    },
+    provenance (shardId) {
+      const shard = store.get(shardId)
+      if (shard == null) return undefined
+      return {
+        shardId,
+        teamId: shard.teamId,
+        author: shard.author,
+        time: new Date(shard.hlc.wallMs).toISOString(),
+        supersededBy: store.supersededBy(shardId),
+        disputes: store.disputesOf(shardId).map((d) => ({ ...d, at: new Date(d.at).toISOString() }))
+      }
+    }
+  }
+}

@@ -1,0 +1,143 @@
+import { createHash } from 'node:crypto'
+import { SIGNATURE_CONTEXTS, verifySignature, type Identity } from '../identity/index.ts'
+import { Shard as ShardWire, ShardContent } from '../pb/team.ts'
+import { ShardRejectedError } from './errors.ts'
+import type { HlcTime } from './hlc.ts'
+
+export const SHARD_FORMAT_VERSION = 1
+/** A whole shard on the wire (content + signature + framing); larger ones are refused unread. */
+export const MAX_SHARD_BYTES = 64 * 1024
+
+export const SHARD_KINDS = { memory: 1, relation: 2, retraction: 3, dispute: 4, membership: 5, skill: 6 } as const
+export type ShardKind = keyof typeof SHARD_KINDS
+const KIND_BY_NUMBER = new Map<number, ShardKind>(Object.entries(SHARD_KINDS).map(([name, n]) => [n, name as ShardKind]))
+
+/** Shared visibilities; private memories never become shards (see toShardVisibility). */
+export const SHARD_VISIBILITIES = { team: 1, org: 2, public: 3 } as const
+export type ShardVisibility = keyof typeof SHARD_VISIBILITIES
+const VISIBILITY_BY_NUMBER = new Map<number, ShardVisibility>(Object.entries(SHARD_VISIBILITIES).map(([name, n]) => [n, name as ShardVisibility]))
+
+/** A decoded, verified shard. */
+export interface Shard {
+  /** Hex SHA-256 of `content`. */
+  id: string
+  teamId: string
+  /** The author's public key (hex) and brain id. */
+  authorKey: string
+  author: string
+  kind: ShardKind
+  body: Uint8Array
+  visibility: ShardVisibility
+  supersedes: string[]
+  hlc: HlcTime
+  /** The canonical content bytes that were hashed and signed. */
+  content: Uint8Array
+  signature: Uint8Array
+  /** The whole wire encoding (content + signature). */
+  bytes: Uint8Array
+}
+
+export interface ShardDraft {
+  teamId: string
+  kind: ShardKind
+  body: Uint8Array
+  visibility: ShardVisibility
+  supersedes?: string[]
+  hlc: HlcTime
+}
+
+function hex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+function fromHex (value: string, bytes: number, what: string): Uint8Array<ArrayBuffer> {
+  if (!new RegExp(`^[0-9a-f]{${bytes * 2}}$`).test(value)) throw new ShardRejectedError('ERR_SHARD_MALFORMED', `${what} must be ${bytes} bytes of lowercase hex`)
+  return new Uint8Array(Buffer.from(value, 'hex'))
+}
+
+export function shardIdOf (content: Uint8Array): string {
+  return createHash('sha256').update(content).digest('hex')
+}
+
+function brainIdOfKey (publicKey: Uint8Array): string {
+  return createHash('sha256').update(publicKey).digest('hex')
+}
+
+/** Builds, signs and encodes a shard authored by `identity`. */
+export function createShard (identity: Identity, draft: ShardDraft): Shard {
+  const content = ShardContent.encode({
+    version: SHARD_FORMAT_VERSION,
+    teamId: fromHex(draft.teamId, 32, 'team id'),
+    author: new Uint8Array(identity.publicKey),
+    kind: SHARD_KINDS[draft.kind],
+    body: new Uint8Array(draft.body),
+    visibility: SHARD_VISIBILITIES[draft.visibility],
+    supersedes: [...(draft.supersedes ?? [])].sort().map((id) => fromHex(id, 32, 'superseded shard id')),
+    hlcWallMs: BigInt(draft.hlc.wallMs),
+    hlcCounter: draft.hlc.counter
+  })
+  const signature = identity.sign(SIGNATURE_CONTEXTS.shard, content)
+  const bytes = ShardWire.encode({ content, signature: new Uint8Array(signature) })
+  if (bytes.byteLength > MAX_SHARD_BYTES) throw new ShardRejectedError('ERR_SHARD_TOO_LARGE', `the shard would be ${bytes.byteLength} bytes; the limit is ${MAX_SHARD_BYTES}`)
+  return decodeShard(bytes, { verify: false })
+}
+
+/**
+ * Decodes a shard from the wire and checks what the bytes alone can tell: size, schema,
+ * canonical encoding, and (unless verify is false) the signature. Membership, team and clock
+ * checks need state and happen in the validator.
+ */
+export function decodeShard (bytes: Uint8Array, options: { verify?: boolean } = {}): Shard {
+  if (bytes.byteLength > MAX_SHARD_BYTES) throw new ShardRejectedError('ERR_SHARD_TOO_LARGE', `shard is ${bytes.byteLength} bytes; the limit is ${MAX_SHARD_BYTES}`)
+  let wire: ShardWire
+  let content: ShardContent
+  try {
+    wire = ShardWire.decode(bytes)
+    content = ShardContent.decode(wire.content)
+  } catch (err) {
+    throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard does not decode: ${(err as Error).message}`)
+  }
+  // one encoding per shard: re-encoding must give the same bytes, so the id is unambiguous
+  const canonical = ShardContent.encode(content)
+  if (Buffer.compare(canonical, wire.content) !== 0) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'shard content is not in canonical encoding')
+  if (content.version !== SHARD_FORMAT_VERSION) throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard format version ${content.version} is not supported (this node reads ${SHARD_FORMAT_VERSION})`)
+  if (content.teamId.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'team id must be 32 bytes')
+  if (content.author.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'author key must be 32 bytes')
+  if (wire.signature.byteLength !== 64) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'signature must be 64 bytes')
+  const kind = KIND_BY_NUMBER.get(content.kind)
+  if (kind == null) throw new ShardRejectedError('ERR_SHARD_MALFORMED', `unknown shard kind ${content.kind}`)
+  const visibility = VISIBILITY_BY_NUMBER.get(content.visibility)
+  if (visibility == null) throw new ShardRejectedError('ERR_SHARD_PRIVATE', `shard visibility ${content.visibility} is not a shared visibility (team, org, public)`)
+  if (content.supersedes.length > 64 || content.supersedes.some((id) => id.byteLength !== 32)) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'supersedes must list at most 64 ids of 32 bytes')
+  const sortedSupersedes = content.supersedes.map(hex)
+  for (let i = 1; i < sortedSupersedes.length; i++) {
+    if (sortedSupersedes[i - 1] >= sortedSupersedes[i]) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'supersedes must be sorted and unique')
+  }
+  if (content.hlcWallMs > BigInt(Number.MAX_SAFE_INTEGER)) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'hlc wall time out of range')
+  if (options.verify !== false && !verifySignature(content.author, SIGNATURE_CONTEXTS.shard, wire.content, wire.signature)) {
+    throw new ShardRejectedError('ERR_SHARD_BAD_SIGNATURE', 'shard signature does not verify')
+  }
+  const id = shardIdOf(wire.content)
+  for (const superseded of sortedSupersedes) {
+    if (superseded === id) throw new ShardRejectedError('ERR_SHARD_BAD_SUPERSEDES', 'a shard cannot supersede itself')
+  }
+  return {
+    id,
+    teamId: hex(content.teamId),
+    authorKey: hex(content.author),
+    author: brainIdOfKey(content.author),
+    kind,
+    body: content.body,
+    visibility,
+    supersedes: sortedSupersedes,
+    hlc: { wallMs: Number(content.hlcWallMs), counter: content.hlcCounter },
+    content: wire.content,
+    signature: wire.signature,
+    bytes
+  }
+}
+
+/** The one place that decides whether a memory may leave this node: private never does. */
+export function toShardVisibility (visibility: string): ShardVisibility | undefined {
+  return visibility === 'team' || visibility === 'org' || visibility === 'public' ? visibility : undefined
+}

@@ -1,0 +1,90 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { generateEd25519, identityFromKeyPair } from '../../src/identity/index.ts'
+import { createShard, decodeShard, MAX_SHARD_BYTES, ShardRejectedError, type TeamService } from '../../src/team/index.ts'
+import { createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
+
+async function formTeam (teams: TeamService[]): Promise<string> {
+  const { teamId } = await teams[0].createTeam('research')
+  for (const member of teams.slice(1)) {
+    const { token } = await teams[0].createInvite(teamId)
+    await member.join(token)
+  }
+  return teamId
+}
+
+test('forged, wrong-team, unknown-author, oversized, malformed, replayed and future shards are refused and nothing is stored', async (t) => {
+  const team = await createTeamSwarm(2)
+  t.after(async () => { await team.stop() })
+  await team.swarm.connect()
+  const [a, b] = team.teams
+  const teamId = await formTeam([a, b])
+  const nodeA = team.swarm.nodes[0]
+  const before = b.store.count(teamId)
+  const good = createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'good'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
+
+  const expectRejected = (bytes: Uint8Array, code: string): void => {
+    const result = b.acceptShards([bytes], 'test', teamId)
+    assert.equal(result.accepted.length, 0)
+    assert.equal(result.rejected[0]?.code, code, JSON.stringify(result))
+  }
+  // forged: flip a byte of the signature
+  const forged = decodeShard(good.bytes)
+  const badSig = new Uint8Array(forged.signature); badSig[5] ^= 1
+  const { Shard: ShardWire } = await import('../../src/pb/team.ts')
+  expectRejected(ShardWire.encode({ content: new Uint8Array(forged.content), signature: badSig }), 'ERR_SHARD_BAD_SIGNATURE')
+  // tampered content under the original signature
+  const tampered = new Uint8Array(forged.content); tampered[tampered.length - 1] ^= 1
+  expectRejected(ShardWire.encode({ content: tampered, signature: new Uint8Array(forged.signature) }), 'ERR_SHARD_BAD_SIGNATURE')
+  // wrong team
+  const otherTeam = createShard(nodeA.identity, { teamId: 'ab'.repeat(32), kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'x'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
+  expectRejected(otherTeam.bytes, 'ERR_SHARD_WRONG_TEAM')
+  // unknown author
+  const stranger = await identityFromKeyPair(generateEd25519())
+  expectRejected(createShard(stranger, { teamId, kind: 'memory', body: memoryBody(stranger.brainId, 'hi'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_UNKNOWN_AUTHOR')
+  // oversized
+  assert.throws(() => createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'x'.repeat(MAX_SHARD_BYTES)), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }), ShardRejectedError)
+  expectRejected(new Uint8Array(MAX_SHARD_BYTES + 1), 'ERR_SHARD_TOO_LARGE')
+  // malformed
+  expectRejected(new Uint8Array([0xff, 0xff, 0xff, 0x01]), 'ERR_SHARD_MALFORMED')
+  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: new TextEncoder().encode('{"not":"canonical" }'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_BAD_BODY')
+  // a memory record claiming another author
+  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(stranger.brainId, 'impersonation'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_BAD_BODY')
+  // dated far in the future
+  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'future'), visibility: 'team', hlc: { wallMs: Date.now() + 3_600_000, counter: 0 } }).bytes, 'ERR_SHARD_CLOCK_SKEW')
+  assert.equal(b.store.count(teamId), before)
+  // replayed: the first delivery is stored, the replay changes nothing
+  assert.equal(b.acceptShards([good.bytes], 'test', teamId).accepted.length, 1)
+  const replay = b.acceptShards([good.bytes], 'test', teamId)
+  assert.equal(replay.accepted.length, 0)
+  assert.equal(replay.duplicates, 1)
+  assert.equal(b.store.count(teamId), before + 1)
+})
+
+test('invites: expired, damaged and reused tokens are refused with clear errors', async (t) => {
+  let clock = Date.now()
+  const team = await createTeamSwarm(3, { now: () => clock })
+  t.after(async () => { await team.stop() })
+  const [a, b, c] = team.teams
+  const { teamId } = await a.createTeam('ops')
+  const { token } = await a.createInvite(teamId, { expiresInMs: 60_000 })
+  await assert.rejects(b.join('pgi1_garbage'), /damaged/)
+  await assert.rejects(b.join('hello'), /starts with/)
+  clock += 120_000
+  await assert.rejects(b.join(token), /expired/)
+  clock -= 120_000
+  await b.join(token)
+  clock += 1000
+  // a second node using the same one-time invite: it cannot know yet, but the team refuses its join
+  await c.join(token)
+  const joinOfC = c.store.membershipShards(teamId).find((s) => s.authorKey === Buffer.from(team.swarm.nodes[2].identity.publicKey).toString('hex'))
+  assert.ok(joinOfC != null)
+  a.acceptShards(b.store.membershipShards(teamId).map((s) => s.bytes), 'test', teamId)
+  const result = a.acceptShards([joinOfC.bytes], 'test', teamId)
+  assert.equal(result.rejected[0]?.code, 'ERR_SHARD_UNKNOWN_AUTHOR')
+  assert.match(result.rejected[0]?.message ?? '', /already used/)
+  assert.equal(a.members(teamId).filter((m) => m.active).length, 2)
+  // and once c hears of b's earlier join, c learns it is not a member
+  c.acceptShards(b.store.membershipShards(teamId).map((s) => s.bytes), 'test', teamId)
+  assert.equal(c.membership(teamId)?.isActiveMember(Buffer.from(team.swarm.nodes[2].identity.publicKey).toString('hex')), false)
+})
