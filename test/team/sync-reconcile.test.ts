@@ -1,4 +1,5 @@
 import { test } from 'node:test'
+import { createHash } from 'node:crypto'
 import assert from 'node:assert/strict'
 import { SyncReconcile } from '../../src/pb/sync.ts'
 import { seededRandom } from '../../src/simulation/index.ts'
@@ -123,6 +124,22 @@ test('set: sorted order, lowerBound and fingerprints match a naive model after o
   assert.throws(() => { set.add(-1, victim.id) }, /timestamp/)
   assert.throws(() => { set.add(2 ** 53, victim.id) }, /timestamp/)
   assert.throws(() => { set.add(1, new Uint8Array(31)) }, /32 bytes/)
+})
+
+test('fingerprint test vector (docs/sync.md): SHA-256(sum of ids as little-endian 256-bit integers || varint(count)), first 16 bytes', () => {
+  const ids = ['a', 'b', 'c'].map((s) => new Uint8Array(createHash('sha256').update(s).digest()))
+  assert.equal(Buffer.from(fingerprintOfIds([])).toString('hex'), '7f9c9e31ac8256ca2f258583df262dbc')
+  assert.equal(Buffer.from(fingerprintOfIds(ids)).toString('hex'), '112619621eedbb2854905168426d62b0')
+  const set = new MemoryReconcileSet()
+  set.add(6, ids[2])
+  set.add(5, ids[1])
+  set.add(5, ids[0])
+  assert.equal(Buffer.from(set.fingerprint(0, 3)).toString('hex'), '112619621eedbb2854905168426d62b0')
+  // the same sum computed with BigInt
+  let sum = 0n
+  for (const id of ids) sum += BigInt('0x' + Buffer.from(id).reverse().toString('hex'))
+  const le = Buffer.from((sum % (1n << 256n)).toString(16).padStart(64, '0'), 'hex').reverse()
+  assert.equal(createHash('sha256').update(le).update(Uint8Array.from([3])).digest('hex').slice(0, 32), '112619621eedbb2854905168426d62b0')
 })
 
 test('identical sets settle in one round trip with one small message each way', () => {
