@@ -103,3 +103,13 @@ export class UsxfRefusedError extends UsxfError {
     super('ERR_USXF_REFUSED', message)
   }
 }
+
+/**
+ * The source asked the target to commit but never heard back: the session may now live on both
+ * nodes. The source keeps its copy (a duplicate is recoverable, a lost session is not).
+ */
+export class UsxfCommitUnknownError extends UsxfError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('ERR_USXF_COMMIT_UNKNOWN', message, options)
+  }
+}

@@ -2,7 +2,7 @@ export { crc32c } from './crc32c.ts'
 export {
   UsxfError, UsxfTruncatedError, UsxfChecksumError, UsxfBlockHashError, UsxfSignatureError, UsxfProducerError, UsxfModelMismatchError,
   UsxfShapeMismatchError, UsxfContextExceededError, UsxfFormatError, UsxfFidelityError, UsxfProtocolError, UsxfUnknownSessionError,
-  UsxfSessionBusyError, UsxfRefusedError
+  UsxfSessionBusyError, UsxfRefusedError, UsxfCommitUnknownError
 } from './errors.ts'
 export {
   USXF_MAJOR, USXF_MINOR, QUANTIZATIONS, DTYPES, LIMITS, layoutOf, payloadSize, encodedElementBytes, openRecord,
@@ -19,3 +19,12 @@ export {
   encodeActivationFrame, decodeActivationFrame, frameBytes, FRAME_HEADER_BYTES, FRAME_OVERHEAD,
   type ActivationFrame, type FrameOptions, type FrameLimits
 } from './frame.ts'
+export { SessionTable, modelCatalog, sessionPositions, validateSessionId, type HostedSession, type AddSessionOptions, type ModelCatalog } from './sessions.ts'
+export { greedyContinuation, compareContinuations, type Continuation, type FidelityRecord, type FidelityVerdict } from './fidelity.ts'
+export { estimateWarmStart, type WarmStartEstimate, type WarmStartInput } from './estimate.ts'
+export { MigrationWire, USXF_PROTOCOL, FRAME_CONTROL, FRAME_RECORD, MAX_MESSAGE_BYTES, MAX_CHUNK_BYTES, WINDOW_BYTES, type Incoming } from './wire.ts'
+export { migrateSession, type MigrateOptions, type MigrationResult, type MigrationTimings } from './source.ts'
+export { peerPublicKey, type InboundEvent } from './target.ts'
+export {
+  createMigrationService, type MigrationService, type MigrationServiceOptions, type DrainResult, type Checkpoint, type CheckpointOptions, type RestoreOptions
+} from './service.ts'

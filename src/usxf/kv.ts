@@ -68,10 +68,17 @@ export function kvPlanes (snapshot: KvCacheSnapshot): Float32Array[] {
   return planes
 }
 
-/** What the encoder needs to send a snapshot of this model's cache. */
-export function kvStateInput (manifest: Pick<ModelManifest, 'spec' | 'configSha256' | 'weightsSha256'>, snapshot: KvCacheSnapshot, options: { tokenIds?: readonly number[] | null } = {}): UsxfStateInput {
+/**
+ * What the encoder needs to send a snapshot of this model's cache: all its positions, or those from
+ * `positionStart` on (an incremental checkpoint; still zero-copy, rows are contiguous per plane).
+ * `tokenIds` are the ids of the positions sent, only when the session's policy allows sharing.
+ */
+export function kvStateInput (manifest: Pick<ModelManifest, 'spec' | 'configSha256' | 'weightsSha256'>, snapshot: KvCacheSnapshot, options: { tokenIds?: readonly number[] | null, positionStart?: number } = {}): UsxfStateInput {
   const spec = manifest.spec
   if (snapshot.numKvHeads !== spec.numKvHeads || snapshot.headDim !== spec.headDim) throw new UsxfFormatError('the snapshot does not match the model\'s head layout')
+  const from = options.positionStart ?? 0
+  if (!Number.isInteger(from) || from < 0 || from > snapshot.length) throw new UsxfFormatError(`position ${from} is outside the snapshot (0-${snapshot.length})`)
+  const planes = kvPlanes(snapshot).map((plane) => plane.subarray(from * snapshot.headDim))
   return {
     kind: 'kv',
     model: modelIdentity(manifest),
@@ -84,11 +91,11 @@ export function kvStateInput (manifest: Pick<ModelManifest, 'spec' | 'configSha2
     headDim: spec.headDim,
     hiddenSize: spec.hiddenSize,
     rope: ropeSpec(spec),
-    positionStart: 0,
-    seqLen: snapshot.length,
+    positionStart: from,
+    seqLen: snapshot.length - from,
     tokenIds: options.tokenIds != null ? [...options.tokenIds] : null,
     dtype: 'f32',
-    planes: kvPlanes(snapshot)
+    planes
   }
 }
 

@@ -1,0 +1,61 @@
+import type { MigrationWire } from './wire.ts'
+
+/** The warm-start decision and the numbers behind it (always reported, migrated or not). */
+export interface WarmStartEstimate {
+  decision: 'migrate' | 'reprefill'
+  /** The caller asked to migrate whatever the estimate (drain). */
+  forced: boolean
+  positions: number
+  /** The state at f32. */
+  rawBytes: number
+  /** Bytes the chosen quantization puts on the wire (payload and framing). */
+  wireBytes: number
+  rttMs: number
+  bandwidthBytesPerSecond: number
+  /** The target's measured prefill rate for this model. */
+  prefillTokensPerSecond: number
+  /** Estimated migration: wire bytes over the measured bandwidth, codec time, and commit round trips. */
+  transferMs: number
+  /** Estimated re-prefill of the same positions on the target. */
+  reprefillMs: number
+  /** transferMs / reprefillMs. */
+  ratio: number
+  /** Migrate when ratio < threshold. */
+  threshold: number
+}
+
+const MIN_PROBE = 64 * 1024
+const MAX_PROBE = 1024 * 1024
+
+/**
+ * Measures the link: one small probe for the round trip, one padded probe for bandwidth (its time
+ * beyond a round trip is taken as transfer time; at least a tenth of the whole, so a link faster
+ * than the clock can tell is not called infinite).
+ */
+export async function probeLink (wire: MigrationWire, wireBytes: number, options: { signal?: AbortSignal, timeoutMs: number }): Promise<{ rttMs: number, bandwidthBytesPerSecond: number }> {
+  let started = performance.now()
+  await wire.sendControl({ probe: { sequence: 1, padding: new Uint8Array(0) } }, options.signal)
+  await wire.expect('probeAck', options)
+  const rttMs = performance.now() - started
+  const size = Math.min(MAX_PROBE, Math.max(MIN_PROBE, Math.floor(wireBytes / 16)))
+  started = performance.now()
+  await wire.sendControl({ probe: { sequence: 2, padding: new Uint8Array(size) } }, options.signal)
+  await wire.expect('probeAck', options)
+  const elapsed = performance.now() - started
+  const transferMs = Math.max(elapsed - rttMs, elapsed / 10, 0.001)
+  return { rttMs, bandwidthBytesPerSecond: size / (transferMs / 1000) }
+}
+
+export type WarmStartInput = Omit<WarmStartEstimate, 'decision' | 'transferMs' | 'reprefillMs' | 'ratio'> & { codecBytesPerSecond: number }
+
+export function estimateWarmStart (input: WarmStartInput): WarmStartEstimate {
+  // The codec pipelines with the network, so the slower of the two bounds the transfer; three round
+  // trips remain (begin, attach report, commit).
+  const networkMs = (input.wireBytes / input.bandwidthBytesPerSecond) * 1000
+  const codecMs = (input.rawBytes / input.codecBytesPerSecond) * 1000
+  const transferMs = Math.max(networkMs, codecMs) + 3 * input.rttMs
+  const reprefillMs = input.prefillTokensPerSecond > 0 ? (input.positions / input.prefillTokensPerSecond) * 1000 : Infinity
+  const ratio = reprefillMs > 0 ? transferMs / reprefillMs : Infinity
+  const { codecBytesPerSecond, ...measured } = input
+  return { ...measured, decision: input.forced || ratio < input.threshold ? 'migrate' : 'reprefill', transferMs, reprefillMs, ratio }
+}
