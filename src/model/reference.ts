@@ -54,6 +54,10 @@ export class ReferenceModel {
     return tokens.map((token) => this.step(token))
   }
 
+  private linear (x: Float64Array, name: string, bias: string | null): Float64Array {
+    return linear(x, this.w(name), bias === null ? null : this.w(bias))
+  }
+
   private w (name: string): Float64Array {
     const value = this.weights.get(name)
     if (value === undefined) throw new Error(`missing weight ${name}`)
@@ -70,9 +74,9 @@ export class ReferenceModel {
     for (let l = 0; l < s.numLayers; l++) {
       const p = `model.layers.${l}.`
       const xn = rmsNorm(x, this.w(`${p}input_layernorm.weight`), s.rmsNormEps)
-      const q = linear(xn, this.w(`${p}self_attn.q_proj.weight`), s.qkvBias ? this.w(`${p}self_attn.q_proj.bias`) : null)
-      const k = linear(xn, this.w(`${p}self_attn.k_proj.weight`), s.qkvBias ? this.w(`${p}self_attn.k_proj.bias`) : null)
-      const v = linear(xn, this.w(`${p}self_attn.v_proj.weight`), s.qkvBias ? this.w(`${p}self_attn.v_proj.bias`) : null)
+      const q = this.linear(xn, `${p}self_attn.q_proj.weight`, s.qkvBias ? `${p}self_attn.q_proj.bias` : null)
+      const k = this.linear(xn, `${p}self_attn.k_proj.weight`, s.qkvBias ? `${p}self_attn.k_proj.bias` : null)
+      const v = this.linear(xn, `${p}self_attn.v_proj.weight`, s.qkvBias ? `${p}self_attn.v_proj.bias` : null)
       for (let head = 0; head < s.numHeads; head++) this.rotate(q, head * d, position)
       for (let head = 0; head < s.numKvHeads; head++) this.rotate(k, head * d, position)
       this.keys[l].push(k)
@@ -103,17 +107,17 @@ export class ReferenceModel {
           for (let i = 0; i < d; i++) attended[head * d + i] += weight * value[kvHead * d + i]
         }
       }
-      const o = linear(attended, this.w(`${p}self_attn.o_proj.weight`), s.oBias ? this.w(`${p}self_attn.o_proj.bias`) : null)
+      const o = this.linear(attended, `${p}self_attn.o_proj.weight`, s.oBias ? `${p}self_attn.o_proj.bias` : null)
       for (let i = 0; i < h; i++) x[i] += o[i]
       const xn2 = rmsNorm(x, this.w(`${p}post_attention_layernorm.weight`), s.rmsNormEps)
-      const gate = linear(xn2, this.w(`${p}mlp.gate_proj.weight`), null)
-      const up = linear(xn2, this.w(`${p}mlp.up_proj.weight`), null)
+      const gate = this.linear(xn2, `${p}mlp.gate_proj.weight`, null)
+      const up = this.linear(xn2, `${p}mlp.up_proj.weight`, null)
       for (let i = 0; i < gate.length; i++) gate[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i]
-      const down = linear(gate, this.w(`${p}mlp.down_proj.weight`), null)
+      const down = this.linear(gate, `${p}mlp.down_proj.weight`, null)
       for (let i = 0; i < h; i++) x[i] += down[i]
     }
     const xf = rmsNorm(x, this.w('model.norm.weight'), s.rmsNormEps)
-    return linear(xf, this.w(s.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'), null)
+    return this.linear(xf, s.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', null)
   }
 
   /** Rotate-half RoPE on one head's slice, in place. */
