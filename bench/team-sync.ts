@@ -201,7 +201,7 @@ async function main (): Promise<void> {
   const c = result.catchUp
   report(flags, result, syncTables(result), [
     `catch-up: ${c.seconds.toFixed(2)} s (target <= 10 s), ${Math.round(c.shardsPerSecond).toLocaleString('en-US')} shards/s, wire bytes ${c.ratio.toFixed(3)}x the shards' bytes (target <= 1.2x)`,
-    `rss ${result.rssMiB.toFixed(0)} MiB; bytes are frames + length prefixes on the sync stream (yamux and noise add < 0.1 %)`
+    `rss ${result.rssMiB.toFixed(0)} MiB; bytes are frames + length prefixes on the sync stream, both ways (not counted: yamux headers and noise tags, an estimated 0.1-0.2 % more)`
   ])
 }
 

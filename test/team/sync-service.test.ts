@@ -280,3 +280,40 @@ test('fetch by id: found, missing and authorised; fetchShards hands them to acce
     }
   })
 })
+
+test('syncWith during a running session queues one shared follow-up that sees what arrived meanwhile', async () => {
+  await withSwarm(2, async (swarm) => {
+    const [nodeA, nodeB] = swarm.nodes
+    const members = new Set(swarm.nodes.map((n) => n.mesh.peerId.toString()))
+    const random = seededRandom(17)
+    const a = new TestStore()
+    const b = new TestStore()
+    fill(a, random, 1500, { from: 1_000_000 })
+    const small = { session: { batchBytes: 16 * 1024 } }
+    const serviceA = await serve(nodeA, a, members, small)
+    const serviceB = await serve(nodeB, b, members, small)
+    try {
+      await nodeB.mesh.connect(nodeA.mesh.addresses()[0])
+      const late = makeShard(random, T0, 300)
+      let followUps: Array<Promise<SyncStats>> = []
+      b.afterBatch = (calls) => {
+        if (calls !== 2) return
+        // written on A after A computed this session's pushes, below every range already settled
+        a.insert(late)
+        followUps = [serviceB.syncWith(nodeA.mesh.peerId, TEAM), serviceB.syncWith(nodeA.mesh.peerId, TEAM)]
+      }
+      const first = await serviceB.syncWith(nodeA.mesh.peerId, TEAM)
+      assert.equal(first.accepted, 1500)
+      assert.equal(b.has(late), false, 'the running session did not see the late shard')
+      assert.equal(followUps.length, 2)
+      const [second, third] = await Promise.all(followUps)
+      assert.equal(second, third, 'calls made during a session share one follow-up')
+      assert.equal(second.accepted, 1)
+      assert.ok(b.has(late))
+      assertDeliveredOnce(b)
+    } finally {
+      await serviceB.stop()
+      await serviceA.stop()
+    }
+  })
+})

@@ -57,7 +57,10 @@ export function checkReconcileOptions (options: ReconcileOptions): ReconcileOpti
   if (!Number.isInteger(idListThreshold) || idListThreshold < buckets || idListThreshold > 1024) {
     throw new InvalidInputError(`idListThreshold must be an integer in buckets..1024, got ${idListThreshold}`)
   }
-  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 4096) throw new InvalidInputError(`maxMessageBytes must be at least 4096, got ${maxMessageBytes}`)
+  // at most 256 KiB keeps every answer within the peer's limits (ranges, wants, frame size)
+  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 4096 || maxMessageBytes > 256 * 1024) {
+    throw new InvalidInputError(`maxMessageBytes must be an integer in 4096..262144, got ${maxMessageBytes}`)
+  }
   return options
 }
 

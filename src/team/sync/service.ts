@@ -91,6 +91,8 @@ function checkIds (ids: Uint8Array[], limit: number): void {
   for (const id of ids) if (!(id instanceof Uint8Array) || id.byteLength !== ID_BYTES) throw new InvalidInputError(`an id is ${ID_BYTES} bytes`)
 }
 
+const noop = (): void => {}
+
 const hex = (id: Uint8Array): string => Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex')
 
 function fetchSpec (timeoutMs: number): ProtocolSpec<FetchRequest, FetchResponse> {
@@ -112,7 +114,6 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
   const reconcile = checkReconcileOptions({ ...DEFAULT_RECONCILE_OPTIONS, ...options.reconcile })
   const sessionOptions: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...options.session, reconcile }
   if (sessionOptions.batchBytes + SYNC_LIMITS.maxShardBytes + 1024 > SYNC_LIMITS.maxFrameBytes) throw new InvalidInputError('batchBytes leaves no room for one shard in a frame')
-  if (reconcile.maxMessageBytes + 64 * 1024 > SYNC_LIMITS.maxFrameBytes) throw new InvalidInputError('reconcile.maxMessageBytes is too close to the frame limit')
   const intervalMs = options.intervalMs ?? 60_000
   const peersPerRound = options.peersPerRound ?? 1
   const dialTimeoutMs = options.dialTimeoutMs ?? 10_000
@@ -124,7 +125,7 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
   let started = false
   let timer: NodeJS.Timeout | undefined
   let active = 0
-  const outbound = new Map<string, Promise<SyncStats>>()
+  const lanes = new Map<string, { running: Promise<SyncStats>, queued?: Promise<SyncStats> }>()
   const running = new Set<Promise<unknown>>()
 
   const track = <T>(promise: Promise<T>): Promise<T> => {
@@ -194,18 +195,26 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
     }
   }
 
+  /**
+   * One lane per (peer, team): a call while a session runs queues one follow-up session (shared by
+   * every call made meanwhile), so each caller gets a session that started after its call and sees
+   * what arrived before it, without sessions piling up.
+   */
+  const launch = (key: string, peer: PeerId, teamId: string, signal?: AbortSignal): Promise<SyncStats> => {
+    const promise = track(runOutbound(peer, teamId, signal))
+    const lane: { running: Promise<SyncStats>, queued?: Promise<SyncStats> } = { running: promise }
+    lanes.set(key, lane)
+    void promise.then(noop, noop).then(() => { if (lanes.get(key) === lane && lane.queued == null) lanes.delete(key) })
+    return promise
+  }
+
   const syncWith = async (peer: PeerId, teamId: string, syncOptions: { signal?: AbortSignal } = {}): Promise<SyncStats> => {
     checkTeamId(teamId)
     const key = `${peer.toString()}/${teamId}`
-    const existing = outbound.get(key)
-    if (existing != null) return await existing
-    const promise = track(runOutbound(peer, teamId, syncOptions.signal))
-    outbound.set(key, promise)
-    try {
-      return await promise
-    } finally {
-      outbound.delete(key)
-    }
+    const lane = lanes.get(key)
+    if (lane == null) return await launch(key, peer, teamId, syncOptions.signal)
+    lane.queued ??= lane.running.then(noop, noop).then(async () => await launch(key, peer, teamId, syncOptions.signal))
+    return await lane.queued
   }
 
   const onInbound = async (stream: Stream, connection: Connection): Promise<void> => {

@@ -178,7 +178,13 @@ export class SyncSession {
 
   /** Sends a typed error frame (best effort) before the stream is closed. */
   async sendError (code: string, message: string): Promise<void> {
-    await this.send({ error: { code, message: message.slice(0, 1024) } }).catch(() => {})
+    const bytes = SyncFrame.encode({ error: { code, message: message.slice(0, 1024) } })
+    try {
+      // its own short deadline: the session's may be what just expired
+      await this.channel.send(bytes, AbortSignal.timeout(2_000))
+      this.stats.framesSent++
+      this.stats.bytesSent += bytes.byteLength + varintLength(bytes.byteLength)
+    } catch {}
   }
 
   async receive (): Promise<SyncFrame> {
