@@ -125,6 +125,19 @@ function addId (acc: Uint32Array, ids: Uint8Array, offset: number): void {
   }
 }
 
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1
+
+/** Adds item `index` of a Uint32Array view of the ids (8 limbs per id, little-endian platform). */
+function addLimbs (acc: Uint32Array, words: Uint32Array, index: number): void {
+  let carry = 0
+  const base = index * 8
+  for (let l = 0; l < 8; l++) {
+    const s = acc[l] + words[base + l] + carry
+    acc[l] = s >>> 0
+    carry = s > 0xffffffff ? 1 : 0
+  }
+}
+
 /** a -= b, mod 2^256. */
 function subtractLimbs (a: Uint32Array, b: Uint32Array): void {
   let borrow = 0
@@ -157,6 +170,8 @@ export class MemoryReconcileSet implements ReconcileSet {
   private count = 0
   private timestamps = new Float64Array(1024)
   private ids = new Uint8Array(1024 * ID_BYTES)
+  /** The same bytes as 32-bit words (used on little-endian platforms, where they are the limbs). */
+  private words = new Uint32Array(this.ids.buffer)
   /** checkpoints[k * 8 .. k * 8 + 8): the sum of ids [0, k * CHECKPOINT). */
   private checkpoints = new Uint32Array(8 * ((1024 >> CHECKPOINT_SHIFT) + 1))
   /** Checkpoints 0..validCheckpoints-1 are correct. */
@@ -252,7 +267,7 @@ export class MemoryReconcileSet implements ReconcileSet {
     const k = index >> CHECKPOINT_SHIFT
     this.buildCheckpoints(k)
     out.set(this.checkpoints.subarray(k * 8, k * 8 + 8))
-    for (let i = k << CHECKPOINT_SHIFT; i < index; i++) addId(out, this.ids, i * ID_BYTES)
+    for (let i = k << CHECKPOINT_SHIFT; i < index; i++) this.addItem(out, i)
     return out
   }
 
@@ -263,10 +278,15 @@ export class MemoryReconcileSet implements ReconcileSet {
     for (let c = this.validCheckpoints; c <= k; c++) {
       acc.set(this.checkpoints.subarray((c - 1) * 8, c * 8))
       const from = (c - 1) << CHECKPOINT_SHIFT
-      for (let i = from; i < from + CHECKPOINT; i++) addId(acc, this.ids, i * ID_BYTES)
+      for (let i = from; i < from + CHECKPOINT; i++) this.addItem(acc, i)
       this.checkpoints.set(acc, c * 8)
     }
     this.validCheckpoints = k + 1
+  }
+
+  private addItem (acc: Uint32Array, index: number): void {
+    if (LITTLE_ENDIAN) addLimbs(acc, this.words, index)
+    else addId(acc, this.ids, index * ID_BYTES)
   }
 
   private invalidateFrom (index: number): void {
@@ -286,6 +306,7 @@ export class MemoryReconcileSet implements ReconcileSet {
     checkpoints.set(this.checkpoints.subarray(0, this.validCheckpoints * 8))
     this.timestamps = ts
     this.ids = ids
+    this.words = new Uint32Array(ids.buffer)
     this.checkpoints = checkpoints
   }
 
@@ -297,7 +318,11 @@ export class MemoryReconcileSet implements ReconcileSet {
     const pids = this.pendingIds
     const order = new Uint32Array(k)
     for (let i = 0; i < k; i++) order[i] = i
-    order.sort((x, y) => pts[x] !== pts[y] ? pts[x] - pts[y] : compareIdBytes(pids, x * ID_BYTES, pids, y * ID_BYTES))
+    const before = (x: number, y: number): number => pts[x] !== pts[y] ? pts[x] - pts[y] : compareIdBytes(pids, x * ID_BYTES, pids, y * ID_BYTES)
+    let sorted = true
+    for (let i = 1; i < k && sorted; i++) sorted = before(i - 1, i) <= 0
+    // fed in (timestamp, id) order (e.g. from an indexed SQLite query) there is nothing to sort
+    if (!sorted) order.sort(before)
     // drop duplicates within the queue and items already in the set
     const keep: number[] = []
     for (let j = 0; j < k; j++) {
