@@ -179,7 +179,7 @@ async function perLayer (dataDir: string, manifest: ModelManifest, prompt: numbe
   const stages: Stage[] = []
   try {
     for (let l = 0; l < layers; l++) {
-      stages.push(await Stage.open(dataDir, manifest, { start: l, end: l + 1, embed: l === 0, lmHead: l === layers - 1 }, { threads, maxContext: prompt.length + steps + 8 }))
+      stages.push(await Stage.open(dataDir, manifest, { start: l, end: l + 1, embed: l === 0, lmHead: l === layers - 1 }, { threads, maxContext: prompt.length + steps + 8, spinning: false }))
     }
     const caches: KvCache[] = stages.map((s) => s.newCache())
     const times: number[] = []

@@ -103,8 +103,9 @@ export class LocalModel implements TextGenerator {
     const tokenizer = await loadTokenizer(options.dataDir, manifest)
     const stages: Stage[] = []
     try {
-      for (const span of splitSpans(manifest.spec.numLayers, options.splits ?? [])) {
-        stages.push(await Stage.open(options.dataDir, manifest, span, options))
+      const spans = splitSpans(manifest.spec.numLayers, options.splits ?? [])
+      for (const span of spans) {
+        stages.push(await Stage.open(options.dataDir, manifest, span, { ...options, spinning: options.spinning ?? (spans.length > 1 ? false : undefined) }))
       }
     } catch (err) {
       for (const stage of stages) await stage.close()

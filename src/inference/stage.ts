@@ -10,6 +10,11 @@ export interface StageOptions {
   threads?: number
   /** MatMulNBits accuracy level (4: int8 activations, fast; 0: f32). */
   accuracyLevel?: number
+  /**
+   * Let onnxruntime's worker threads spin between runs (lower latency for one busy session;
+   * turn off when many stages share a process so idle pools do not burn the cores).
+   */
+  spinning?: boolean
 }
 
 export interface StageInput {
@@ -57,7 +62,12 @@ export class Stage {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
-      extra: { session: { model_external_initializers_file_folder_path: modelDir(dataDir, manifest.name) } }
+      extra: {
+        session: {
+          model_external_initializers_file_folder_path: modelDir(dataDir, manifest.name),
+          ...(options.spinning === false ? { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } : {})
+        }
+      }
     }
     if (options.threads !== undefined) {
       sessionOptions.intraOpNumThreads = options.threads

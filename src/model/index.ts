@@ -5,7 +5,7 @@ export { openCheckpoint, readSafetensorsHeader, safetensorsHeader, type Checkpoi
 export { ropeInverseFrequencies, ropeTables } from './rope.ts'
 export { ReferenceModel, type TensorSource } from './reference.ts'
 export { quantizeRows, dequantizeRows, quantizedSizes, type QuantBits, type QuantizedRows } from './quantize.ts'
-export { MANIFEST_FILE, weightBytes, layerOfTensor, type ModelManifest, type StoredTensor, type StoredFile, type WeightDtype, type Quantization } from './manifest.ts'
+export { MANIFEST_FILE, weightBytes, spanWeightBytes, layerOfTensor, type ModelManifest, type StoredTensor, type StoredFile, type WeightDtype, type Quantization } from './manifest.ts'
 export { buildStageGraph, validateSpan, STAGE_IO, type StageSpan, type StageGraphOptions } from './stage-graph.ts'
 export { TextTokenizer, type ChatMessage } from './tokenizer.ts'
 export {

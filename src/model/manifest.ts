@@ -104,6 +104,25 @@ export function weightBytes (manifest: ModelManifest, filter: (tensorName: strin
   return total
 }
 
+/**
+ * Bytes of stored weights a stage of layers [start, end) holds, with the embedding table and/or
+ * the LM head (and final norm) when it has them: what a layer server needs in memory.
+ */
+export function spanWeightBytes (manifest: ModelManifest, span: { start: number, end: number, embed: boolean, lmHead: boolean }): number {
+  let total = 0
+  for (const [name, tensor] of Object.entries(manifest.tensors)) {
+    const layer = layerOfTensor(name)
+    if (layer !== null) {
+      if (layer >= span.start && layer < span.end) total += tensor.length
+    } else if (name === 'embed') {
+      if (span.embed || (span.lmHead && manifest.tensors.lm_head === undefined)) total += tensor.length
+    } else if (span.lmHead) {
+      total += tensor.length
+    }
+  }
+  return total
+}
+
 export function layerOfTensor (name: string): number | null {
   const match = /^layers\.(\d+)\./.exec(name)
   return match === null ? null : Number(match[1])

@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { importModel } from '../../src/model/index.ts'
+import { importModel, spanWeightBytes, weightBytes } from '../../src/model/index.ts'
 import { argmax, KvCache, LocalModel, Sampler, Stage } from '../../src/inference/index.ts'
 import { maxAbsDiff, tempDir, tinyCheckpoint, type TempDir } from '../model/fixtures.ts'
 
@@ -110,6 +110,17 @@ test('generate: greedy equals argmax of the logits it streams; stop tokens; stre
   await assert.rejects(model.generate({ promptIds: [1, 999], maxTokens: 1 }), { code: 'ERR_INVALID_INPUT' })
   const chat = await model.generate({ messages: [{ role: 'user', content: 't30 t31' }], maxTokens: 2, stopTokens: [] })
   assert.deepEqual(chat.promptTokens, [1, 30, 31])
+})
+
+test('span weight bytes add up to the stored model', () => {
+  const m = model.manifest
+  const files = Object.entries(m.files).filter(([f]) => f.endsWith('.bin')).reduce((a, [, f]) => a + f.bytes, 0)
+  const spans = model.stages.map((s) => spanWeightBytes(m, s.span))
+  assert.ok(spans.every((b) => b > 0))
+  const all = spanWeightBytes(m, { start: 0, end: m.spec.numLayers, embed: true, lmHead: true })
+  assert.equal(spans.reduce((a, b) => a + b, 0), all)
+  assert.ok(all <= files && all > files * 0.95, 'alignment padding is the only difference')
+  assert.ok(weightBytes(m) < all, 'the embedding table is not read per token')
 })
 
 test('sampler: greedy, seeded sampling, top-k, top-p, repetition penalty', () => {
