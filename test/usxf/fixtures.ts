@@ -20,13 +20,13 @@ export interface MigrationWorld {
 }
 
 /**
- * A tiny model imported once, and in-process nodes on the memory transport, each with the model
+ * A model (the tiny synthetic one unless a checkpoint is given) imported once, and in-process nodes on the memory transport, each with the model
  * open (at its own context limit) and a migration service started.
  */
-export async function migrationWorld (maxContexts: number[]): Promise<MigrationWorld> {
+export async function migrationWorld (maxContexts: number[], options: { checkpoint?: string } = {}): Promise<MigrationWorld> {
   const dir = await tempDir('permagent-usxf-')
   const data = join(dir.path, 'data')
-  await importModel(data, { source: await tinyCheckpoint(join(dir.path, 'ckpt')), name: 'tiny' })
+  await importModel(data, { source: options.checkpoint ?? await tinyCheckpoint(join(dir.path, 'ckpt')), name: 'tiny' })
   const swarm = await createSwarm({ nodes: maxContexts.length, topology: 'full' })
   const nodes: MigrationNode[] = []
   try {

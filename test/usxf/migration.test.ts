@@ -2,7 +2,8 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { waitFor } from '../../src/util/index.ts'
-import { compareContinuations, type MigrationResult, type UsxfQuantization } from '../../src/usxf/index.ts'
+import { compareContinuations, sessionPositions, type MigrationResult, type UsxfQuantization } from '../../src/usxf/index.ts'
+import { collect, otherIdentity } from './helpers.ts'
 import { generate, migrationWorld, promptIds, sessionDigest, type MigrationWorld } from './fixtures.ts'
 
 // Node 0 and 1 hold 128 positions, node 2 only 50 (for context limits). Each node splits the model
@@ -162,4 +163,39 @@ test('drain hands three live sessions to another node without replay', async () 
     world.nodes[1].service.sessions.remove(`drain-${i}`)
   }
   world.nodes[0].service.sessions.setAccepting(true)
+})
+
+test('checkpoints restore on another node, whole and then incrementally, and continue exactly', async () => {
+  const [a, b] = world.nodes
+  const prompt = promptIds(25, 11)
+  const expected = await reference(prompt, 4 + 6, 12)
+  const pending = await startSession(0, 'ckpt', prompt, 4)
+  const hosted = a.service.sessions.require('ckpt')
+  const first = a.service.checkpoint('ckpt', { blockTokens: 8, chunkBytes: 4096 })
+  assert.equal(first.header.positionStart, 0)
+  assert.equal(first.header.tokenIds, null)
+  const firstBytes = await collect(first.records())
+  // the session runs on after the snapshot; the checkpoint is unaffected
+  const more = await generate(a.model, hosted.session, [pending], 6)
+  const positions = sessionPositions(hosted.session)
+  assert.equal(positions, 25 + 3 + 6)
+  const delta = await collect(a.service.checkpoint('ckpt', { fromPosition: first.header.seqLen }).records())
+
+  // a checkpoint signed by someone else is refused when the producer is pinned
+  const other = await otherIdentity()
+  await assert.rejects(b.service.restore(firstBytes, { sessionId: 'ckpt', producer: other.publicKey }), { code: 'ERR_USXF_PRODUCER' })
+  assert.equal(b.service.sessions.has('ckpt'), false)
+  // a delta needs the session it continues
+  await assert.rejects(b.service.restore(delta, { sessionId: 'ckpt' }), { code: 'ERR_USXF_SHAPE_MISMATCH' })
+
+  const restored = await b.service.restore(firstBytes, { sessionId: 'ckpt', producer: world.swarm.nodes[0].identity.publicKey })
+  assert.equal(sessionPositions(restored.session), first.header.seqLen)
+  const digest = sessionDigest(restored.session)
+  await assert.rejects(b.service.restore(firstBytes, { sessionId: 'ckpt' }), { code: 'ERR_USXF_SESSION_BUSY' })
+  assert.equal(sessionDigest(restored.session), digest)
+  await b.service.restore(delta, { sessionId: 'ckpt' })
+  assert.equal(sessionPositions(restored.session), positions)
+  assert.deepEqual(await generate(b.model, restored.session, [more[more.length - 1]], 12), expected)
+  a.service.sessions.remove('ckpt')
+  b.service.sessions.remove('ckpt')
 })
