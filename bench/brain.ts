@@ -6,7 +6,7 @@
  *                       [--durability full|normal] [--json]
  */
 import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBrain, type RelateInput, type RememberInput } from '../src/brain/index.ts'
 import { generateEd25519, identityFromKeyPair } from '../src/identity/index.ts'
@@ -94,9 +94,13 @@ interface SizeResult {
   singleIngestPerSec: number
   relationIngestPerSec: number
   recallMs: ReturnType<typeof summarize>
+  /** CPU time of this process per recall: less sensitive than wall time to other load on the machine. */
+  recallCpuMs: ReturnType<typeof summarize>
   recallHitRate: number
   pathMs: ReturnType<typeof summarize>
+  pathFoundMs: ReturnType<typeof summarize>
   pathFoundRate: number
+  loadAverage: number[]
   entities: number
   relations: number
   dbMiB: number
@@ -137,6 +141,7 @@ async function measure (size: number): Promise<SizeResult> {
     progress(`[${size}] ${queryCount} recalls`)
     const queryWords = ['what', 'about', 'the', 'did', 'we', 'say']
     const recallSamples: number[] = []
+    const recallCpuSamples: number[] = []
     let withHits = 0
     for (let q = 0; q < queryCount; q++) {
       const words = contentWords[Math.floor(random() * size)]
@@ -144,20 +149,25 @@ async function measure (size: number): Promise<SizeResult> {
       const chosen = Array.from({ length: n }, () => pick(random, words))
       const query = (random() < 0.5 ? pick(random, queryWords) + ' ' : '') + chosen.join(' ')
       let hits = 0
+      const cpuBefore = process.cpuUsage()
       recallSamples.push(timeMs(() => { hits = brain.recall(query, { limit: 10 }).hits.length }))
+      const cpu = process.cpuUsage(cpuBefore)
+      recallCpuSamples.push((cpu.user + cpu.system) / 1000)
       if (hits > 0) withHits++
     }
 
     progress(`[${size}] ${pathCount} path queries`)
     const pathSamples: number[] = []
+    const pathFoundSamples: number[] = []
     let found = 0
     for (let p = 0; p < pathCount; p++) {
       const a = pick(random, endpoints)
       const b = pick(random, endpoints)
       if (a === b) continue
       let n = 0
-      pathSamples.push(timeMs(() => { n = brain.path(`entity-${a}`, `entity-${b}`, { maxHops: 3 }).paths.length }))
-      if (n > 0) found++
+      const ms = timeMs(() => { n = brain.path(`entity-${a}`, `entity-${b}`, { maxHops: 3 }).paths.length })
+      pathSamples.push(ms)
+      if (n > 0) { found++; pathFoundSamples.push(ms) }
     }
     const stats = brain.stats()
     return {
@@ -166,9 +176,12 @@ async function measure (size: number): Promise<SizeResult> {
       singleIngestPerSec: singles.length / (singleMs / 1000),
       relationIngestPerSec: size / (relationMs / 1000),
       recallMs: summarize(recallSamples),
+      recallCpuMs: summarize(recallCpuSamples),
       recallHitRate: withHits / queryCount,
       pathMs: summarize(pathSamples),
+      pathFoundMs: summarize(pathFoundSamples),
       pathFoundRate: found / pathSamples.length,
+      loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
       entities: stats.entities,
       relations: stats.relations.total,
       dbMiB: stats.dbBytes / (1024 * 1024),
@@ -194,12 +207,12 @@ const verdict = {
 }
 const rows: Cell[][] = results.map((r) => [
   r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.relationIngestPerSec),
-  r.recallMs.p50, r.recallMs.p99, r.pathMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB
+  r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
 ])
 report(flags, { benchmark: 'brain', durability, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
   {
     title: `brain (durability ${durability}, ${queryCount} recalls, ${singleCount} single ingests, ${pathCount} paths per size)`,
-    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'path p50 ms', 'path p99 ms', 'db MiB', 'RSS MiB'],
+    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
     rows
   },
   {
@@ -213,4 +226,7 @@ report(flags, { benchmark: 'brain', durability, node: process.version, sizes, qu
       ['path (<= 3 hops) p50 <= 2 ms', largest.pathMs.p50, verdict.pathP50]
     ]
   }
-], results.map((r) => `size ${r.size}: ${(r.recallHitRate * 100).toFixed(1)} % of recalls returned hits; ${(r.pathFoundRate * 100).toFixed(1)} % of path queries found a path; ${r.entities} entities, ${r.relations} relations`))
+], [
+  ...results.map((r) => `size ${r.size}: ${(r.recallHitRate * 100).toFixed(1)} % of recalls returned hits; ${(r.pathFoundRate * 100).toFixed(1)} % of path queries found a path; ${r.entities} entities, ${r.relations} relations; 1-minute load average ${r.loadAverage[0]} on ${availableParallelism()} CPUs`),
+  'latencies are wall-clock; "cpu" columns are this process\'s CPU time per recall (less sensitive to other load on the machine)'
+])

@@ -97,6 +97,19 @@ export function intersectionSize (a: Uint32Array, b: Uint32Array): number {
   return n
 }
 
+/** Whether a sorted set holds a value (binary search). */
+export function holds (set: Uint32Array, value: number): boolean {
+  let lo = 0
+  let hi = set.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    if (set[mid] < value) lo = mid + 1
+    else if (set[mid] > value) hi = mid - 1
+    else return true
+  }
+  return false
+}
+
 export function jaccard (a: Uint32Array, b: Uint32Array): number {
   if (a.length === 0 && b.length === 0) return 1
   const common = intersectionSize(a, b)

@@ -24,6 +24,11 @@ export interface Indexer {
   /** Writes the queued rows in a transaction of its own (no-op when nothing is queued). */
   flush: () => void
   pending: () => number
+  /**
+   * Documents holding a term, from an in-memory table loaded from fts5vocab on first use and kept
+   * up to date as rows are indexed (fts5vocab itself walks the term's whole doclist per look-up).
+   */
+  documentFrequency: (term: string) => number
   /** Indexes memories the index has not seen (after a crash). Returns how many. */
   recover: (metaTermsOf: (row: { key: string | null, topic: string | null, tags: string }) => string) => number
   close: () => void
@@ -35,6 +40,8 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   const storeIndexed: Statement = db.prepare("INSERT INTO meta (name, value) VALUES ('fts_seq', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
   const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string }>(
     'SELECT seq, content, key, topic, tags FROM memories WHERE seq > ? ORDER BY seq')
+  const vocabulary = db.prepare<[], { term: string, doc: number }>('SELECT term, doc FROM memories_vocab')
+  let frequencies: Map<string, number> | undefined
   let queued: Array<[number, string, string]> = []
   let indexedSeq = Number(readIndexed.get()?.value ?? 0)
   let timer: NodeJS.Timeout | undefined
@@ -44,6 +51,11 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     for (const [seq, termText, metaText] of queued) {
       insert.run(seq, termText, metaText)
       if (seq > indexedSeq) indexedSeq = seq
+      if (frequencies !== undefined) {
+        for (const term of new Set((termText + ' ' + metaText).split(' '))) {
+          if (term.length > 0) frequencies.set(term, (frequencies.get(term) ?? 0) + 1)
+        }
+      }
     }
     storeIndexed.run(String(indexedSeq))
     queued = []
@@ -83,6 +95,14 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     flushWithin,
     flush,
     pending: () => queued.length,
+    documentFrequency (term) {
+      if (frequencies === undefined) {
+        const loaded = new Map<string, number>()
+        for (const row of vocabulary.iterate()) loaded.set(row.term, row.doc)
+        frequencies = loaded
+      }
+      return frequencies.get(term) ?? 0
+    },
     recover (metaTermsOf) {
       let n = 0
       db.transaction(() => {

@@ -8,18 +8,18 @@
  *
  * Latency stays flat as the brain grows because BM25 is only ever computed over a bounded set of
  * rows (scoring costs about half a microsecond per matched row, so an OR over a word in half the
- * corpus would cost milliseconds). A small planner, using document frequencies from fts5vocab
- * (cached), picks the MATCH:
+ * corpus would cost milliseconds). A small planner, using exact document frequencies (see
+ * Indexer.documentFrequency), picks the MATCH:
  * - the rarest content terms, OR-ed, while their postings fit the budget; the common terms left
  *   out carry little IDF and still count in the fingerprint score, which covers every query term;
- * - when every term is common, their AND (rarest first) until the estimated intersection fits;
- * - when even that is too large (one very common word), the most recent matching rows.
+ * - when every term is common, their AND (rarest first), taking the newest matches and weighing
+ *   the query terms each holds by IDF (bm25() would walk every common term's whole doclist).
  */
 import type { Statement } from 'better-sqlite3'
 import { InvalidInputError } from '../util/index.ts'
 import { timeFilter, timeParams } from './asof.ts'
 import type { BrainContext } from './context.ts'
-import { bandKeys, containment, fingerprintFromBlob, minhash, shingleSetOfTerms } from './fingerprint.ts'
+import { bandKeys, containment, fingerprintFromBlob, hash32, holds, minhash, shingleSetOfTerms } from './fingerprint.ts'
 import { canonicalBytes, checkSignature, recordId } from './records.ts'
 import { memoryRecordOfRow, type MemoryRow } from './rows.ts'
 import { END_OF_TIME, isoTime } from './time.ts'
@@ -43,7 +43,7 @@ export interface RecallTuning {
 }
 
 export const DEFAULT_RECALL_TUNING: RecallTuning = {
-  postingsBudget: 400,
+  postingsBudget: 150,
   candidatesPerHit: 4,
   bm25Weight: 0.6,
   fingerprintWeight: 0.4,
@@ -57,14 +57,15 @@ const MAX_QUERY_TERMS = 32
 const MAX_MATCH_TERMS = 12
 const MAX_AND_TERMS = 4
 const DAY_MS = 86_400_000
-/** A cached document frequency is refreshed once the brain has grown by this fraction. */
-const DF_REFRESH_GROWTH = 0.1
-const DF_CACHE_ENTRIES = 50_000
 
 interface MatchPlan {
   match: string
-  /** 'ranked': order by BM25; 'recent': too many rows to rank, take the newest matches. */
-  mode: 'ranked' | 'recent'
+  /**
+   * 'ranked': FTS5 orders the matches by BM25. 'newest': the match is an AND of common terms
+   * (or one very common term), where bm25() would walk each term's whole doclist for its IDF:
+   * take the newest matches instead and weigh the query terms they hold by IDF here.
+   */
+  mode: 'ranked' | 'newest'
 }
 
 interface Candidate {
@@ -92,41 +93,29 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     AND (@kind IS NULL OR m.kind = @kind) AND (@topic IS NULL OR m.topic = @topic)
     AND (@author IS NULL OR m.author = @author) AND (@source IS NULL OR m.source = @source)
     AND (@team IS NULL OR m.team_id = @team)`
-  const documentFrequency = db.prepare<[string], { doc: number }>('SELECT doc FROM memories_vocab WHERE term = ?')
   const documentCount = db.prepare<[], { n: number | null }>('SELECT max(seq) AS n FROM memories')
-  const select = (ftsOrder: string, bounded: boolean): Statement => db.prepare(`SELECT m.seq, f.bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
-    FROM (SELECT rowid, bm25(memories_fts, 1.0, 0.5) AS bm FROM memories_fts WHERE memories_fts MATCH @match
-          ORDER BY ${ftsOrder} ${bounded ? 'LIMIT @over' : ''}) f
+  const select = (mode: MatchPlan['mode'], bounded: boolean): Statement => db.prepare(`SELECT m.seq, f.bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
+    FROM (SELECT rowid, ${mode === 'ranked' ? 'bm25(memories_fts, 1.0, 0.5)' : '0.0'} AS bm FROM memories_fts WHERE memories_fts MATCH @match
+          ORDER BY ${mode === 'ranked' ? 'bm' : 'rowid DESC'} ${bounded ? 'LIMIT @over' : ''}) f
     JOIN memories m ON m.seq = f.rowid
     WHERE ${filters}
-    ORDER BY ${ftsOrder === 'bm' ? 'f.bm' : 'm.seq DESC'} LIMIT @k`)
+    ORDER BY ${mode === 'ranked' ? 'f.bm' : 'm.seq DESC'} LIMIT @k`)
   // bounded first (rank then filter); unbounded only when filters threw away too many of the bounded rows
   const statements = {
-    ranked: { bounded: select('bm', true), unbounded: select('bm', false) },
-    recent: { bounded: select('rowid DESC', true), unbounded: select('rowid DESC', false) }
+    ranked: { bounded: select('ranked', true), unbounded: select('ranked', false) },
+    newest: { bounded: select('newest', true), unbounded: select('newest', false) }
   }
   const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (@b0, @b1, @b2, @b3) AND ${filters} LIMIT 32`)
-  const rowBySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
+  const rowsBySeq = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE seq IN (SELECT value FROM json_each(?))')
   const authorKey = db.prepare<[string], { public_key: Buffer }>('SELECT public_key FROM authors WHERE id = ?')
-  const dfCache = new Map<string, { df: number, atCount: number }>()
-
-  function frequency (term: string, count: number): number {
-    const cached = dfCache.get(term)
-    if (cached !== undefined && count <= cached.atCount * (1 + DF_REFRESH_GROWTH) + 10) return cached.df
-    const df = documentFrequency.get(term)?.doc ?? 0
-    if (dfCache.size >= DF_CACHE_ENTRIES) dfCache.clear()
-    dfCache.set(term, { df, atCount: count })
-    return df
-  }
-
   function plan (queryTerms: string[], count: number): MatchPlan | undefined {
     const content = queryTerms.filter((t) => !isStopTerm(t))
     const pool = content.length > 0 ? content : queryTerms
     const withFrequency: Array<{ term: string, df: number }> = []
     for (const term of pool) {
-      const df = frequency(term, count)
+      const df = ctx.indexer.documentFrequency(term)
       if (df > 0) withFrequency.push({ term, df })
     }
     if (withFrequency.length === 0) return undefined
@@ -148,7 +137,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
       estimate = estimate * df / Math.max(1, count)
       if (estimate <= budget) break
     }
-    return { match: all.map(ftsString).join(' AND '), mode: estimate <= budget ? 'ranked' : 'recent' }
+    return { match: all.map(ftsString).join(' AND '), mode: 'newest' }
   }
 
   // Rows whose stored bytes were found to hash to their id, so each row is hashed once per process.
@@ -218,10 +207,24 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
 
     let best = 0
     for (const c of candidates.values()) if (c.bm < best) best = c.bm
+    // IDF of each content term, for candidates FTS5 did not score (newest matches, LSH neighbours)
+    const weighted = (queryContent.length > 0 ? queryContent : queryTerms).map((term) => {
+      const df = ctx.indexer.documentFrequency(term)
+      return { hash: hash32(term), idf: Math.log(1 + (count - df + 0.5) / (df + 0.5)) }
+    })
+    const totalIdf = weighted.reduce((sum, w) => sum + w.idf, 0)
     const reference = time.vt ?? (time.rt < ctx.now() ? time.rt : ctx.now())
     const scored = [...candidates.values()].map((c) => {
-      const bm25 = best < 0 ? c.bm / best : 0
-      const fingerprint = containment(querySet, fingerprintFromBlob(c.fingerprint))
+      const set = fingerprintFromBlob(c.fingerprint)
+      let bm25 = 0
+      if (c.bm < 0) {
+        bm25 = c.bm / best
+      } else if (totalIdf > 0) {
+        let held = 0
+        for (const w of weighted) if (holds(set, w.hash)) held += w.idf
+        bm25 = held / totalIdf
+      }
+      const fingerprint = containment(querySet, set)
       const ageDays = Math.max(0, reference - c.valid_from) / DAY_MS
       const recency = Math.pow(0.5, ageDays / tuning.recencyHalfLifeDays)
       const relevance = tuning.bm25Weight * bm25 + tuning.fingerprintWeight * fingerprint
@@ -240,8 +243,10 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     })
 
     const hits: RecallHit[] = []
-    for (const s of distinct.slice(0, limit)) {
-      const row = rowBySeq.get(s.seq) as MemoryRow
+    const top = distinct.slice(0, limit)
+    const rows = new Map(rowsBySeq.all(JSON.stringify(top.map((s) => s.seq))).map((row) => [row.seq, row]))
+    for (const s of top) {
+      const row = rows.get(s.seq) as MemoryRow
       hits.push({
         id: row.id,
         key: row.key,
