@@ -10,9 +10,11 @@ import { encodeCanonicalJson } from './canonical-json.ts'
 import { InviteError, ShardRejectedError, TeamError, UnknownTeamError } from './errors.ts'
 import { createHybridClock, type HybridClock } from './hlc.ts'
 import { buildJoinOp, issueInvite, parseInviteToken } from './invite.ts'
+import { JOIN_PROTOCOL, sendJoin, serveJoins } from './join-protocol.ts'
 import { computeMembership, deriveTeamId, encodeMembershipOp, type MembershipOp, type MembershipView, type Role } from './membership.ts'
 import { createShard, decodeShard, type Shard, type ShardKind, type ShardVisibility } from './shard.ts'
 import { openShardStore, type ShardStore, type TeamRow } from './store.ts'
+import { createSyncService, MemoryReconcileSet, type SyncService, type SyncStats } from './sync/index.ts'
 import { teamTopic } from './topics.ts'
 import { validateShard, type AcceptedShard } from './validator.ts'
 
@@ -36,6 +38,8 @@ export interface TeamServiceOptions {
   trust?: Record<string, number>
   /** Non-members admitted while an invite is outstanding are disconnected after this (default 60 s). */
   admissionGraceMs?: number
+  /** Anti-entropy period in ms (default 60 s; 0 turns periodic sync off; sync on connect stays). */
+  syncIntervalMs?: number
 }
 
 export interface AcceptResult {
@@ -81,6 +85,8 @@ export interface TeamService {
   trustOf: (brainId: string) => number
   membership: (teamId: string) => MembershipView | undefined
   isMember: (teamId: string, peer: PeerId) => boolean
+  /** Reconciles a team with one peer now (anti-entropy runs on connect and periodically anyway). */
+  syncWith: (peer: PeerId, teamId: string, options?: { signal?: AbortSignal }) => Promise<SyncStats>
   readonly store: ShardStore
   readonly clock: HybridClock
   /** Fires 'shard' (detail: Shard) for every newly stored shard. */
@@ -106,6 +112,23 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   const outstandingInvites = new Map<string, number>() // invite key -> expiry, for team-only admission
   let admissionTimer: NodeJS.Timeout | undefined
   let running = false
+  const reconcileSets = new Map<string, MemoryReconcileSet>()
+  const recentOwnMembership = new Map<string, Shard>() // team -> our latest membership op, re-gossiped to new subscribers
+  const sync: SyncService = createSyncService({
+    libp2p: mesh.libp2p,
+    logger: logger.child({ component: 'sync' }),
+    intervalMs: options.syncIntervalMs ?? 60_000
+  })
+
+  const reconcileSet = (teamId: string): MemoryReconcileSet => {
+    let set = reconcileSets.get(teamId)
+    if (set == null) {
+      set = new MemoryReconcileSet()
+      for (const { timestamp, id } of store.index(teamId)) set.add(timestamp, Buffer.from(id, 'hex'))
+      reconcileSets.set(teamId, set)
+    }
+    return set
+  }
 
   const membership = (teamId: string): MembershipView | undefined => {
     if (store.team(teamId) == null) return undefined
@@ -136,10 +159,15 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
         }
       }
     })
-    const fresh = items.map((i) => i.shard).filter((s) => freshIds.includes(s.id))
+    const freshSet = new Set(freshIds)
+    const fresh = items.map((i) => i.shard).filter((s) => freshSet.has(s.id))
     for (const shard of fresh) {
       clock.observe(shard.hlc)
-      if (shard.kind === 'membership') membershipCache.delete(shard.teamId)
+      reconcileSets.get(shard.teamId)?.add(shard.hlc.wallMs, Buffer.from(shard.id, 'hex'))
+      if (shard.kind === 'membership') {
+        membershipCache.delete(shard.teamId)
+        onMembershipChange(shard)
+      }
     }
     for (const shard of fresh) events.dispatchEvent(new CustomEvent('shard', { detail: shard }))
     return fresh
@@ -205,12 +233,77 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
       return result.accepted.length > 0 ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
     })
     pubsub.subscribe(topic)
+    sync.addTeam(teamId, {
+      set: reconcileSet(teamId),
+      getShards: (ids) => {
+        const found = store.getBytes(ids.map((id) => Buffer.from(id).toString('hex')))
+        return ids.map((id) => found.get(Buffer.from(id).toString('hex')))
+      },
+      acceptShards: async (shards, acceptContext) => {
+        const result = acceptShards(shards, acceptContext.peer.toString(), acceptContext.teamId)
+        if (result.accepted.length > 0) scheduleCascade(acceptContext.teamId, acceptContext.peer)
+        return { accepted: result.accepted.length, rejected: result.rejected.length }
+      },
+      mayServe: (peer, id) => isMember(id, peer)
+    })
   }
+
+  // shards learned by sync (not gossip) reach our other neighbours by syncing with them in turn,
+  // so a healed partition converges hop by hop without re-gossiping old shards
+  const cascades = new Map<string, { timer: NodeJS.Timeout, sources: Set<string> }>()
+  const scheduleCascade = (teamId: string, source: PeerId): void => {
+    if (!running) return
+    const pending = cascades.get(teamId)
+    if (pending != null) { pending.sources.add(source.toString()); return }
+    const sources = new Set([source.toString()])
+    const timer = setTimeout(() => {
+      cascades.delete(teamId)
+      for (const peer of mesh.libp2p.getPeers()) {
+        if (sources.has(peer.toString()) || !isMember(teamId, peer)) continue
+        void sync.syncWith(peer, teamId, { signal: AbortSignal.timeout(120_000) }).catch((err) => {
+          logger.debug({ err: (err as Error).message, teamId }, 'cascade sync failed')
+        })
+      }
+    }, 200)
+    timer.unref()
+    cascades.set(teamId, { timer, sources })
+  }
+
+  // a member just admitted (or re-admitted) who is connected: catch them up now rather than at
+  // the next periodic round
+  const onMembershipChange = (shard: Shard): void => {
+    if (!running) return
+    if (shard.authorKey === ownKey) return
+    for (const connection of mesh.libp2p.getConnections()) {
+      if (keyOfPeer(connection.remotePeer) === shard.authorKey || isMember(shard.teamId, connection.remotePeer)) {
+        void sync.syncWith(connection.remotePeer, shard.teamId, { signal: AbortSignal.timeout(60_000) }).catch((err) => {
+          logger.debug({ err: (err as Error).message, teamId: shard.teamId }, 'catch-up sync failed')
+        })
+        if (keyOfPeer(connection.remotePeer) === shard.authorKey) break
+      }
+    }
+  }
+
+  // hand our recent membership ops (a fresh join above all) to every member we connect to, so a
+  // join is never stranded on our disk (gossip misses peers whose subscription we have not seen,
+  // and sync serves members only)
+  const pushMembership = (peer: PeerId): void => {
+    for (const [teamId, shard] of recentOwnMembership) {
+      if (now() - shard.hlc.wallMs > 24 * 3600_000) { recentOwnMembership.delete(teamId); continue }
+      // only to members as we know them: membership ops name the team and its keys
+      if (!isMember(teamId, peer)) continue
+      void sendJoin(mesh.libp2p, peer, shard.bytes, AbortSignal.timeout(20_000)).catch((err) => {
+        logger.debug({ peer: peer.toString(), err: (err as Error).message }, 'could not hand over membership op')
+      })
+    }
+  }
+  const onPeerConnect = (event: CustomEvent<PeerId>): void => { pushMembership(event.detail) }
 
   const unsubscribe = (teamId: string): void => {
     const topic = teamTopic(teamId)
     mesh.libp2p.services.pubsub.unsubscribe(topic)
     mesh.libp2p.services.pubsub.topicValidators.delete(topic)
+    sync.removeTeam(teamId)
   }
 
   const gossip = async (shard: Shard): Promise<void> => {
@@ -268,7 +361,10 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   }
 
   const membershipOp = async (teamId: string, op: MembershipOp): Promise<Shard> => {
-    return await publish(teamId, 'membership', encodeMembershipOp(op), 'team')
+    const shard = await publish(teamId, 'membership', encodeMembershipOp(op), 'team')
+    recentOwnMembership.set(teamId, shard)
+    for (const peer of mesh.libp2p.getPeers()) pushMembership(peer)
+    return shard
   }
 
   const heads = (teamId: string): string[] => {
@@ -285,8 +381,15 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     acceptShards,
     trustOf: (brainId) => options.trust?.[brainId] ?? 1,
     shardOfRecord: (recordId) => store.shardOfRecord(recordId),
+    syncWith: async (peer, teamId, syncOptions) => await sync.syncWith(peer, teamId, syncOptions),
     async start () {
       running = true
+      await sync.start()
+      mesh.libp2p.addEventListener('peer:connect', onPeerConnect)
+      await serveJoins(mesh.libp2p, logger, (bytes, peer) => {
+        const result = acceptShards([bytes], peer.toString())
+        return { accepted: result.accepted.length > 0, duplicate: result.duplicates > 0, error: result.rejected[0] }
+      })
       for (const team of store.teams()) subscribe(team.teamId)
       updateGater()
       admissionTimer = setInterval(closeUnadmitted, 10_000)
@@ -295,9 +398,14 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     async stop () {
       running = false
       if (admissionTimer != null) clearInterval(admissionTimer)
+      for (const { timer } of cascades.values()) clearTimeout(timer)
+      cascades.clear()
+      mesh.libp2p.removeEventListener('peer:connect', onPeerConnect)
+      await mesh.libp2p.unhandle(JOIN_PROTOCOL)
       for (const team of store.teams()) {
         try { unsubscribe(team.teamId) } catch {}
       }
+      await sync.stop()
       mesh.gater.removeRule('team-only')
     },
     async createTeam (name, createOptions = {}) {

@@ -88,3 +88,76 @@ test('invites: expired, damaged and reused tokens are refused with clear errors'
   c.acceptShards(b.store.membershipShards(teamId).map((s) => s.bytes), 'test', teamId)
   assert.equal(c.membership(teamId)?.isActiveMember(Buffer.from(team.swarm.nodes[2].identity.publicKey).toString('hex')), false)
 })
+
+test('a removed member\'s new shards are rejected everywhere; its earlier ones stay', async (t) => {
+  const team = await createTeamSwarm(4)
+  t.after(async () => { await team.stop() })
+  await team.swarm.connect()
+  await team.swarm.waitForTopology()
+  const teamId = await formTeam(team.teams)
+  await waitForCount(team.teams, teamId, 4)
+  const [admin, , , leaving] = team.teams
+  const leavingNode = team.swarm.nodes[3]
+  const early = await leaving.publish(teamId, 'memory', memoryBody(leavingNode.identity.brainId, 'before removal'), 'team')
+  await waitForCount(team.teams, teamId, 5)
+  await admin.removeMember(teamId, leavingNode.identity.brainId)
+  await waitForCount(team.teams, teamId, 6)
+  for (const service of team.teams.slice(0, 3)) {
+    assert.equal(service.membership(teamId)?.isActiveMember(Buffer.from(leavingNode.identity.publicKey).toString('hex')), false)
+    assert.ok(service.store.has(early.id))
+  }
+  // the removed node still believes it may publish; nobody accepts it
+  const late = createShard(leavingNode.identity, { teamId, kind: 'memory', body: memoryBody(leavingNode.identity.brainId, 'after removal'), visibility: 'team', hlc: { wallMs: Date.now() + 1, counter: 0 } })
+  for (const service of team.teams.slice(0, 3)) {
+    const result = service.acceptShards([late.bytes], 'test', teamId)
+    assert.equal(result.rejected[0]?.code, 'ERR_SHARD_REVOKED_AUTHOR')
+    assert.equal(service.store.has(late.id), false)
+  }
+})
+
+test('disputes and supersession carry provenance; superseding another author\'s shard is refused', async (t) => {
+  const team = await createTeamSwarm(2)
+  t.after(async () => { await team.stop() })
+  await team.swarm.connect()
+  await team.swarm.waitForTopology()
+  const [a, b] = team.teams
+  const [nodeA, nodeB] = team.swarm.nodes
+  const teamId = await formTeam([a, b])
+  const original = await a.publish(teamId, 'memory', memoryBody(nodeA.identity.brainId, 'the meeting is on Monday'), 'team')
+  const update = await a.publish(teamId, 'memory', memoryBody(nodeA.identity.brainId, 'the meeting moved to Tuesday'), 'team', [original.id])
+  const dispute = await b.dispute(teamId, update.id, 'the calendar still says Monday')
+  await waitForCount([a, b], teamId, 5)
+  const seenByA = a.provenance(update.id)
+  assert.equal(seenByA?.disputes.length, 1)
+  assert.equal(seenByA?.disputes[0].author, nodeB.identity.brainId)
+  assert.equal(seenByA?.disputes[0].disputeId, dispute.id)
+  assert.deepEqual(b.provenance(original.id)?.supersededBy, [update.id])
+  await assert.rejects(b.publish(teamId, 'memory', memoryBody(nodeB.identity.brainId, 'hijack'), 'team', [original.id]), (err: unknown) => err instanceof ShardRejectedError && err.code === 'ERR_SHARD_BAD_SUPERSEDES')
+})
+
+test('10 nodes form a team by invites and converge on shards published at random nodes', async (t) => {
+  const team = await createTeamSwarm(10, { topology: 'random-k' })
+  t.after(async () => { await team.stop() })
+  await team.swarm.connect()
+  await team.swarm.waitForTopology()
+  const teamId = await formTeam(team.teams)
+  // the membership log (genesis + 9 joins) reaches everyone
+  await waitForCount(team.teams, teamId, 10)
+  for (const service of team.teams) assert.equal(service.members(teamId).filter((m) => m.active).length, 10)
+
+  const published: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const author = team.teams[(i * 7) % 10]
+    const node = team.swarm.nodes[(i * 7) % 10]
+    const shard = await author.publish(teamId, 'memory', memoryBody(node.identity.brainId, `finding number ${i}`), 'team')
+    published.push(shard.id)
+  }
+  await waitForCount(team.teams, teamId, 50)
+  for (const service of team.teams) {
+    for (const id of published) assert.ok(service.store.has(id))
+    assert.equal(service.store.count(teamId), 50)
+  }
+  // provenance: author and time on every node
+  const provenance = team.teams[9].provenance(published[3])
+  assert.equal(provenance?.author, team.swarm.nodes[(3 * 7) % 10].identity.brainId)
+})
