@@ -1,24 +1,31 @@
 /**
- * The full-text index is written behind the memories: a single remember() commits (and fsyncs)
- * only the memory, its fingerprint bands and its log entry, and queues the index terms. The queue
+ * The full-text index and the fingerprint bands are written behind the memories: a single
+ * remember() commits (and fsyncs) only the memory row and its log entry, and queues the index
+ * terms and LSH bands (each band lands on a random page, so writing them per commit would add
+ * most of a commit's pages). The queue
  * is flushed in one transaction by the next recall, by a bulk write, when it grows, after a short
  * delay, and at stop(). Bulk writes index inline, in their own transaction.
  *
- * The index is derived data: meta.fts_seq records the highest memory seq indexed, in the same
+ * Both are derived data: meta.fts_seq records the highest memory seq indexed, in the same
  * transaction as the index rows, and start() indexes whatever lies above it (a crash can only
- * lose index rows, which are rebuilt from the memories). So the flush needs no fsync of its own:
+ * lose index rows, which are rebuilt from the memories' content and fingerprints). So the flush needs no fsync of its own:
  * it commits with synchronous=NORMAL, and the next durable commit's fsync covers its frames too.
  */
 import type { Database, Statement } from 'better-sqlite3'
 import type { Logger } from '../util/index.ts'
 import type { Durability } from './db.ts'
+import { bandKeys, fingerprintFromBlob, minhash } from './fingerprint.ts'
 import { terms } from './text.ts'
 
 const FLUSH_DELAY_MS = 50
 const FLUSH_AT = 256
 
+type Queued = [seq: number, termText: string, metaText: string, bands: number[] | null]
+
 export interface Indexer {
-  queue: (seq: number, termText: string, metaText: string) => void
+  queue: (seq: number, termText: string, metaText: string, bands: number[] | null) => void
+  /** Queued memories sharing a band with `bands` (they are not in fingerprint_bands yet). */
+  queuedBandMatches: (bands: number[]) => number[]
   /** Writes the queued rows inside the caller's transaction. */
   flushWithin: () => void
   /** Writes the queued rows in a transaction of its own (no-op when nothing is queued). */
@@ -36,20 +43,22 @@ export interface Indexer {
 
 export function createIndexer (db: Database, durability: Durability, logger: Logger): Indexer {
   const insert: Statement = db.prepare('INSERT INTO memories_fts (rowid, terms, meta) VALUES (?, ?, ?)')
+  const insertBands: Statement = db.prepare('INSERT OR IGNORE INTO fingerprint_bands (band, memory) VALUES (?, ?), (?, ?), (?, ?), (?, ?)')
   const readIndexed = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE name = 'fts_seq'")
   const storeIndexed: Statement = db.prepare("INSERT INTO meta (name, value) VALUES ('fts_seq', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-  const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string }>(
-    'SELECT seq, content, key, topic, tags FROM memories WHERE seq > ? ORDER BY seq')
+  const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string, fingerprint: Buffer }>(
+    'SELECT seq, content, key, topic, tags, fingerprint FROM memories WHERE seq > ? ORDER BY seq')
   const vocabulary = db.prepare<[], { term: string, doc: number }>('SELECT term, doc FROM memories_vocab')
   let frequencies: Map<string, number> | undefined
-  let queued: Array<[number, string, string]> = []
+  let queued: Queued[] = []
   let indexedSeq = Number(readIndexed.get()?.value ?? 0)
   let timer: NodeJS.Timeout | undefined
 
   const flushWithin = (): void => {
     if (queued.length === 0) return
-    for (const [seq, termText, metaText] of queued) {
+    for (const [seq, termText, metaText, bands] of queued) {
       insert.run(seq, termText, metaText)
+      if (bands !== null) insertBands.run(bands[0], seq, bands[1], seq, bands[2], seq, bands[3], seq)
       if (seq > indexedSeq) indexedSeq = seq
       if (frequencies !== undefined) {
         for (const term of new Set((termText + ' ' + metaText).split(' '))) {
@@ -80,8 +89,8 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   }
 
   return {
-    queue (seq, termText, metaText) {
-      queued.push([seq, termText, metaText])
+    queue (seq, termText, metaText, bands) {
+      queued.push([seq, termText, metaText, bands])
       if (queued.length >= FLUSH_AT && !db.inTransaction) {
         flush()
       } else if (timer === undefined) {
@@ -91,6 +100,13 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
         }, FLUSH_DELAY_MS)
         timer.unref()
       }
+    },
+    queuedBandMatches (bands) {
+      const matches: number[] = []
+      for (const [seq, , , queuedBands] of queued) {
+        if (queuedBands !== null && queuedBands.some((band, i) => band === bands[i])) matches.push(seq)
+      }
+      return matches
     },
     flushWithin,
     flush,
@@ -107,7 +123,8 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
       let n = 0
       db.transaction(() => {
         for (const row of unindexed.iterate(indexedSeq)) {
-          queued.push([row.seq, terms(row.content).join(' '), metaTermsOf(row)])
+          const fingerprint = fingerprintFromBlob(row.fingerprint)
+          queued.push([row.seq, terms(row.content).join(' '), metaTermsOf(row), fingerprint.length > 0 ? bandKeys(minhash(fingerprint)) : null])
           n++
           if (queued.length >= 1000) flushWithin()
         }

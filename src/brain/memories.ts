@@ -74,10 +74,11 @@ export function createMemories (ctx: BrainContext): Memories {
     VALUES (@id, @author, @key, @content, @kind, @topic, @tags, @visibility, @confidence, @valid_from, @valid_to,
     @created_at, @supersedes, @version, @signature, @source, @team_id, @recorded_at, @duplicate_of, @fingerprint,
     @superseded_by, @superseded_at, @valid_end, @retracted_at)`)
-  const insertBands: Statement = db.prepare('INSERT OR IGNORE INTO fingerprint_bands (band, memory) VALUES (?, ?), (?, ?), (?, ?), (?, ?)')
-  const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer, author: string, key: string | null, content: string, kind: string, topic: string | null }>(`SELECT DISTINCT m.seq, m.id, m.fingerprint, m.author, m.key, m.content, m.kind, m.topic
+  const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer }>(`SELECT DISTINCT m.seq, m.id, m.fingerprint
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (?, ?, ?, ?) AND m.retracted_at IS NULL LIMIT ${MAX_DUPLICATE_CANDIDATES}`)
+  const candidateBySeq = db.prepare<[number], { seq: number, id: string, fingerprint: Buffer }>('SELECT seq, id, fingerprint FROM memories WHERE seq = ? AND retracted_at IS NULL')
+  const bySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
   const byId = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE id = ?')
   const latestByKey = db.prepare<[string, string], MemoryRow>('SELECT * FROM memories WHERE author = ? AND key = ? ORDER BY seq DESC LIMIT 1')
   const versionsByKey = db.prepare<[string, string], MemoryRow>('SELECT * FROM memories WHERE author = ? AND key = ? ORDER BY seq')
@@ -103,9 +104,19 @@ export function createMemories (ctx: BrainContext): Memories {
     knownAuthors.add(brainId)
   }
 
+  /** Memories sharing an LSH band: those indexed, and those still queued for the index. */
+  function candidatesFor (bands: number[]): Array<{ seq: number, id: string, fingerprint: Buffer }> {
+    const found = bandCandidates.all(...bands)
+    for (const seq of ctx.indexer.queuedBandMatches(bands)) {
+      const candidate = candidateBySeq.get(seq)
+      if (candidate !== undefined) found.push(candidate)
+    }
+    return found
+  }
+
   function nearDuplicateOf (fingerprint: Uint32Array, bands: number[], exclude: string | null): { id: string, similarity: number } | null {
     let best: { id: string, similarity: number } | null = null
-    for (const candidate of bandCandidates.all(...bands)) {
+    for (const candidate of candidatesFor(bands)) {
       if (candidate.id === exclude) continue
       const similarity = jaccard(fingerprint, fingerprintFromBlob(candidate.fingerprint))
       if (similarity >= NEAR_DUPLICATE_THRESHOLD && (best === null || similarity > best.similarity)) best = { id: candidate.id, similarity: Math.round(similarity * 1000) / 1000 }
@@ -155,8 +166,7 @@ export function createMemories (ctx: BrainContext): Memories {
     }
     const seq = Number(insertRow.run(row).lastInsertRowid)
     row.seq = seq
-    ctx.indexer.queue(seq, termList.join(' '), metaTerms(record.key, record.topic, record.tags))
-    if (bands !== null) insertBands.run(bands[0], seq, bands[1], seq, bands[2], seq, bands[3], seq)
+    ctx.indexer.queue(seq, termList.join(' '), metaTerms(record.key, record.topic, record.tags), bands)
     if (record.supersedes !== null) {
       markSuperseded.run({ by: sealed.id, at: recordedAt, valid_from: record.valid_from, id: record.supersedes })
     }
@@ -168,11 +178,10 @@ export function createMemories (ctx: BrainContext): Memories {
   function exactDuplicate (input: CheckedMemoryInput): MemoryRow | undefined {
     const fingerprint = shingleSetOfTerms(terms(input.content).filter((t) => !isStopTerm(t)))
     if (fingerprint.length === 0) return undefined
-    for (const candidate of bandCandidates.all(...bandKeys(minhash(fingerprint)))) {
-      if (candidate.author === me && candidate.key === null && candidate.content === input.content && candidate.kind === input.kind && candidate.topic === input.topic) {
-        const row = byId.get(candidate.id)
-        if (row !== undefined && row.superseded_by === null) return row
-      }
+    for (const candidate of candidatesFor(bandKeys(minhash(fingerprint)))) {
+      const row = bySeq.get(candidate.seq)
+      if (row !== undefined && row.author === me && row.key === null && row.content === input.content && row.kind === input.kind &&
+        row.topic === input.topic && row.superseded_by === null) return row
     }
     return undefined
   }
