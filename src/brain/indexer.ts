@@ -51,6 +51,8 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   const vocabulary = db.prepare<[], { term: string, doc: number }>('SELECT term, doc FROM memories_vocab')
   let frequencies: Map<string, number> | undefined
   let queued: Queued[] = []
+  // band -> queued memory seqs, so near-duplicate checks against the queue are look-ups, not scans
+  let queuedBands = new Map<number, number[]>()
   let indexedSeq = Number(readIndexed.get()?.value ?? 0)
   let timer: NodeJS.Timeout | undefined
 
@@ -68,6 +70,7 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     }
     storeIndexed.run(String(indexedSeq))
     queued = []
+    queuedBands = new Map()
   }
 
   const flush = (): void => {
@@ -91,6 +94,13 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   return {
     queue (seq, termText, metaText, bands) {
       queued.push([seq, termText, metaText, bands])
+      if (bands !== null) {
+        for (const band of bands) {
+          const seqs = queuedBands.get(band)
+          if (seqs === undefined) queuedBands.set(band, [seq])
+          else seqs.push(seq)
+        }
+      }
       if (queued.length >= FLUSH_AT && !db.inTransaction) {
         flush()
       } else if (timer === undefined) {
@@ -103,9 +113,7 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     },
     queuedBandMatches (bands) {
       const matches: number[] = []
-      for (const [seq, , , queuedBands] of queued) {
-        if (queuedBands !== null && queuedBands.some((band, i) => band === bands[i])) matches.push(seq)
-      }
+      for (const band of bands) for (const seq of queuedBands.get(band) ?? []) matches.push(seq)
       return matches
     },
     flushWithin,

@@ -74,7 +74,8 @@ export function createMemories (ctx: BrainContext): Memories {
     VALUES (@id, @author, @key, @content, @kind, @topic, @tags, @visibility, @confidence, @valid_from, @valid_to,
     @created_at, @supersedes, @version, @signature, @source, @team_id, @recorded_at, @duplicate_of, @fingerprint,
     @superseded_by, @superseded_at, @valid_end, @retracted_at)`)
-  const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer }>(`SELECT DISTINCT m.seq, m.id, m.fingerprint
+  // no DISTINCT (it costs a temporary b-tree per call): duplicates are dropped in candidatesFor
+  const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer }>(`SELECT m.seq, m.id, m.fingerprint
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (?, ?, ?, ?) AND m.retracted_at IS NULL LIMIT ${MAX_DUPLICATE_CANDIDATES}`)
   const candidateBySeq = db.prepare<[number], { seq: number, id: string, fingerprint: Buffer }>('SELECT seq, id, fingerprint FROM memories WHERE seq = ? AND retracted_at IS NULL')
@@ -106,12 +107,14 @@ export function createMemories (ctx: BrainContext): Memories {
 
   /** Memories sharing an LSH band: those indexed, and those still queued for the index. */
   function candidatesFor (bands: number[]): Array<{ seq: number, id: string, fingerprint: Buffer }> {
-    const found = bandCandidates.all(...bands)
+    const found = new Map<number, { seq: number, id: string, fingerprint: Buffer }>()
+    for (const candidate of bandCandidates.all(...bands)) found.set(candidate.seq, candidate)
     for (const seq of ctx.indexer.queuedBandMatches(bands)) {
+      if (found.has(seq)) continue
       const candidate = candidateBySeq.get(seq)
-      if (candidate !== undefined) found.push(candidate)
+      if (candidate !== undefined) found.set(seq, candidate)
     }
-    return found
+    return [...found.values()]
   }
 
   function nearDuplicateOf (fingerprint: Uint32Array, bands: number[], exclude: string | null): { id: string, similarity: number } | null {
