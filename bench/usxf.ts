@@ -99,8 +99,10 @@ async function benchShape (shape: SynthShape): Promise<ShapeRow[]> {
     }
     await nodes[0].mesh.connect(nodes[1].mesh.addresses()[0])
     const vocab = model.manifest.spec.vocabSize
-    // warm up onnxruntime before anything is timed
+    // warm up onnxruntime, and let each node measure its prefill rate (the capability exchange
+    // reports it; measuring takes a 64-token prefill once per model) before anything is timed
     await model.newSession().forward([3, 4, 5, 6])
+    for (const service of services) progress(`${shape}: prefill rate ${(await service.prefillRate(model)).toFixed(0)} tokens/s`)
     for (const positions of positionsList) {
       const prompt = Array.from({ length: positions }, (_, i) => 3 + ((i * 7919) % (vocab - 3)))
       progress(`${shape}: prefill of ${positions} positions`)

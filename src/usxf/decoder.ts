@@ -1,9 +1,9 @@
 import { SIGNATURE_CONTEXTS, verifySignature } from '../identity/index.ts'
 import { BlockCoder } from './blocks.ts'
-import { digestAsync, sha256 } from './encoder.ts'
+import { StagingRing, sha256, sha256Async } from './hash.ts'
 import { UsxfBlockHashError, UsxfFormatError, UsxfProducerError, UsxfSignatureError, UsxfTruncatedError } from './errors.ts'
 import {
-  CHUNK_PREFIX, LIMITS, RECORD_CHUNK, RECORD_HEADER, RECORD_OVERHEAD, RECORD_TRAILER, blockBytes, decodeHeaderBody, decodeTrailerBody, layoutOf, openRecord,
+  CHUNK_PREFIX, LIMITS, RECORD_CHUNK, RECORD_HEADER, RECORD_OVERHEAD, RECORD_TRAILER, blockBytes, largestBlockBytes, decodeHeaderBody, decodeTrailerBody, layoutOf, openRecord,
   payloadSize, recordName, signedMessage, toHex, type Layout, type TrailerInfo, type UsxfHeaderInfo
 } from './format.ts'
 
@@ -32,8 +32,6 @@ export interface DecodedState {
   streamBytes: number
 }
 
-const DIGESTS_IN_FLIGHT = 4
-
 export function allocatePlanes (header: UsxfHeaderInfo): Float32Array[] {
   const layout = layoutOf(header)
   return Array.from({ length: layout.planes }, () => new Float32Array(header.seqLen * layout.width))
@@ -54,7 +52,9 @@ export class UsxfDecoder {
   private coder: BlockCoder | null = null
   private target: DecodeTarget | null = null
   private expected = { payloadBytes: 0, chunkCount: 0, blockCount: 0 }
-  private staging = new Uint8Array(0)
+  private ring: StagingRing | null = null
+  private staging: Uint8Array = new Uint8Array(0)
+  private holdStaging: ((hash: Promise<unknown>) => void) | null = null
   private block = 0
   private blockSize = 0
   private offset = 0
@@ -123,15 +123,15 @@ export class UsxfDecoder {
     if (target.planes.length !== layout.planes || target.planes.some((p) => p.length !== header.seqLen * layout.width)) {
       throw new UsxfFormatError(`the decode target must have ${layout.planes} planes of ${header.seqLen * layout.width} values`)
     }
-    let largest = 0
-    for (let b = 0; b < layout.blockCount; b++) largest = Math.max(largest, blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup))
+    const largest = largestBlockBytes(layout, header.dtype, header.quantization, header.quantGroup)
     this.headerInfo = header
     this.headerDigest = sha256(body)
     this.layout = layout
     this.coder = new BlockCoder(layout, header.dtype, header.quantization, header.quantGroup)
     this.target = target
     this.expected = { payloadBytes: size.payloadBytes, chunkCount: size.chunkCount, blockCount: size.blockCount }
-    this.staging = new Uint8Array(largest)
+    this.ring = new StagingRing(largest)
+    await this.nextStaging()
     this.block = 0
     this.offset = 0
     this.blockSize = layout.blockCount > 0 ? blockBytes(layout, 0, header.dtype, header.quantization, header.quantGroup) : 0
@@ -157,15 +157,23 @@ export class UsxfDecoder {
     this.payloadBytes += length
     this.chunkIndex++
     if (this.offset < this.blockSize) return
-    // A whole block: hash it off-thread, decode it into the target, move on.
+    // A whole block: hash it off the main thread, decode it into the target, move on.
     const bytes = this.staging.subarray(0, this.blockSize)
-    if (this.block >= DIGESTS_IN_FLIGHT) await this.digests[this.block - DIGESTS_IN_FLIGHT]
-    this.digests.push(digestAsync(bytes))
+    const digest = sha256Async(bytes)
+    this.holdStaging?.(digest)
+    this.digests.push(digest)
     ;(this.coder as BlockCoder).decode(bytes, this.block, (this.target as DecodeTarget).planes)
     this.block++
     this.offset = 0
     const layout = this.layout as Layout
     this.blockSize = this.block < layout.blockCount ? blockBytes(layout, this.block, header.dtype, header.quantization, header.quantGroup) : 0
+    if (this.block < layout.blockCount) await this.nextStaging()
+  }
+
+  private async nextStaging (): Promise<void> {
+    const { buffer, hold } = await (this.ring as StagingRing).acquire()
+    this.staging = buffer
+    this.holdStaging = hold
   }
 
   private async acceptTrailer (body: Uint8Array): Promise<void> {

@@ -1,9 +1,10 @@
-import { createHash, randomBytes, webcrypto } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { SIGNATURE_CONTEXTS } from '../identity/index.ts'
 import { BlockCoder, type PlaneData } from './blocks.ts'
 import { UsxfFormatError } from './errors.ts'
+import { StagingRing, sha256, sha256Async } from './hash.ts'
 import {
-  CHUNK_PREFIX, RECORD_CHUNK, RECORD_HEADER, RECORD_TRAILER, allocateRecord, blockBytes, encodeHeaderBody, encodeTrailerBody, layoutOf, makeRecord,
+  CHUNK_PREFIX, RECORD_CHUNK, RECORD_HEADER, RECORD_TRAILER, allocateRecord, blockBytes, largestBlockBytes, encodeHeaderBody, encodeTrailerBody, layoutOf, makeRecord,
   payloadSize, sealRecord, signedMessage, validateHeader, type Layout, type TrailerInfo, type UsxfHeaderInfo, type UsxfQuantization
 } from './format.ts'
 
@@ -39,21 +40,6 @@ export interface EncodeOptions {
 export const DEFAULT_BLOCK_TOKENS = 64
 export const DEFAULT_CHUNK_BYTES = 1 << 20
 export const DEFAULT_QUANT_GROUP = 32
-/** Block digests computed at once on the thread pool while the next blocks are encoded. */
-const DIGESTS_IN_FLIGHT = 4
-
-/**
- * SHA-256 on libuv's thread pool (WebCrypto copies the input first), so hashing a block overlaps
- * with checksumming and encoding the next ones on the main thread.
- */
-export async function digestAsync (bytes: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await webcrypto.subtle.digest('SHA-256', bytes))
-}
-
-export function sha256 (bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(bytes).digest())
-}
-
 /**
  * Encodes a state as a USXF v1 stream, one record at a time: the header, the chunks of every block
  * in order (each with its CRC-32C), then the signed trailer with the block hashes. Memory stays at
@@ -119,18 +105,19 @@ export class UsxfEncoder {
     const headerBody = encodeHeaderBody(header)
     yield makeRecord(RECORD_HEADER, headerBody, headroom)
     const coder = new BlockCoder(layout, header.dtype, header.quantization, header.quantGroup)
-    let largest = 0
-    for (let b = 0; b < layout.blockCount; b++) largest = Math.max(largest, blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup))
-    const staging = new Uint8Array(largest)
+    const largest = largestBlockBytes(layout, header.dtype, header.quantization, header.quantGroup)
+    const ring = new StagingRing(largest)
     const digests: Array<Promise<Uint8Array>> = []
     let chunkIndex = 0
     let payloadBytes = 0
     for (let b = 0; b < layout.blockCount; b++) {
-      if (b >= DIGESTS_IN_FLIGHT) await digests[b - DIGESTS_IN_FLIGHT]
       const size = blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup)
-      const block = staging.subarray(0, size)
+      const staging = await ring.acquire()
+      const block = staging.buffer.subarray(0, size)
       coder.encode(this.planes, b, block)
-      digests.push(digestAsync(block))
+      const digest = sha256Async(block)
+      staging.hold(digest)
+      digests.push(digest)
       for (let offset = 0; offset < size; offset += header.chunkBytes) {
         const length = Math.min(header.chunkBytes, size - offset)
         const { buffer, bodyOffset } = allocateRecord(RECORD_CHUNK, CHUNK_PREFIX + length, headroom)

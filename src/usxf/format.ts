@@ -130,6 +130,12 @@ export function blockBytes (layout: Layout, b: number, dtype: UsxfDtype, quantiz
   return encodedElementBytes(layout.planes * (rowEnd - rowStart) * layout.width, dtype, quantization, group)
 }
 
+export function largestBlockBytes (layout: Layout, dtype: UsxfDtype, quantization: UsxfQuantization, group: number): number {
+  let largest = 0
+  for (let b = 0; b < layout.blockCount; b++) largest = Math.max(largest, blockBytes(layout, b, dtype, quantization, group))
+  return largest
+}
+
 /** Sizes of the whole payload: bytes, chunks, and the raw f32 size of the state. */
 export function payloadSize (header: Pick<UsxfHeaderInfo, 'kind' | 'layerStart' | 'layerEnd' | 'numKvHeads' | 'headDim' | 'hiddenSize' | 'seqLen' | 'blockTokens' | 'dtype' | 'quantization' | 'quantGroup' | 'chunkBytes'>): { payloadBytes: number, chunkCount: number, blockCount: number, rawF32Bytes: number } {
   const layout = layoutOf(header)

@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/model/index.ts'
 import {
   DTYPES, FRAME_OVERHEAD, QUANTIZATIONS, UsxfDecoder, UsxfEncoder, crc32c, decodeActivationFrame, decodeStream, encodeActivationFrame, encodeStateToBytes,
@@ -7,6 +8,7 @@ import {
   type UsxfHeaderInfo, type UsxfQuantization
 } from '../../src/usxf/index.ts'
 import { f16BitsToF32Bits, f32ToF16Bits } from '../../src/usxf/half.ts'
+import { crc32cJs } from '../../src/usxf/crc32c.ts'
 import { collect, maxAbsDiff, otherIdentity, seededValues, syntheticState, testIdentity } from './helpers.ts'
 
 test('crc32c matches the published check values, in pieces and at any alignment', () => {
@@ -26,6 +28,12 @@ test('crc32c matches the published check values, in pieces and at any alignment'
   for (let offset = 0; offset < 3; offset++) {
     shifted.set(data, offset)
     assert.equal(crc32c(shifted.subarray(offset, offset + 1000)), whole, `offset ${offset}`)
+  }
+  // the WebAssembly path (large inputs, in pieces larger than its memory) equals the JavaScript loop
+  const big = new Uint8Array(5 * 1024 * 1024 + 13).map((_, i) => (i * 2654435761) >>> 24)
+  for (const [start, end] of [[0, big.length], [1, 4097], [3, 1024 * 1024 + 5], [7, 1030]]) {
+    assert.equal(crc32c(big.subarray(start, end)), crc32cJs(big.subarray(start, end)), `${start}-${end}`)
+    assert.equal(crc32c(big.subarray(start, end), 0x12345678), crc32cJs(big.subarray(start, end), 0x12345678))
   }
 })
 
@@ -253,4 +261,21 @@ test('activation frames: round trips, a header within 128 bytes, and typed refus
   const shifted = new Uint8Array(single.length + 1)
   shifted.set(single, 1)
   assert.deepEqual(decodeActivationFrame(shifted.subarray(1)).values, decodeActivationFrame(single).values)
+})
+
+test('large blocks are hashed off the main thread with the same result', async () => {
+  const signer = await testIdentity()
+  // 2 layers x 2 kv heads x 2 (K, V) x 64 values x 4 bytes = 2 KiB per position: 128-position blocks of 256 KiB
+  const { input, f32Planes } = syntheticState({ layers: 2, kvHeads: 2, headDim: 64, seqLen: 300 })
+  const records = await collect(new UsxfEncoder(input, { signer, blockTokens: 128, chunkBytes: 64 * 1024 }).records())
+  const decoded = await decodeStream(records)
+  assert.deepEqual(decoded.planes, f32Planes)
+  // the signed hashes are the SHA-256 of the encoded blocks, whichever thread computed them
+  const block0 = Buffer.concat(records.slice(1, 5).map((r) => r.subarray(5 + 12, r.length - 4)))
+  assert.equal(block0.length, 128 * 2048)
+  assert.equal(Buffer.from(decoded.trailer.blockHashes.subarray(0, 32)).toString('hex'), createHash('sha256').update(block0).digest('hex'))
+  const damaged = records.map((r) => r.slice())
+  damaged[6][100] ^= 1
+  new DataView(damaged[6].buffer).setUint32(damaged[6].length - 4, crc32c(damaged[6].subarray(0, damaged[6].length - 4)), true)
+  await assert.rejects(decodeStream(damaged), { code: 'ERR_USXF_BLOCK_HASH' })
 })
