@@ -282,7 +282,7 @@ report(flags, {
     rows: bytesRows
   },
   {
-    title: `Codec throughput, GB/s of raw f32 state (1B-shaped KV, ${codecPositions} positions, ${(codec[0]?.rawBytes ?? 0) / MiB} MiB; best of 3; cpu = per CPU-second, hashing runs on the thread pool)`,
+    title: `Codec throughput, GB/s of raw f32 state (1B-shaped KV, ${codecPositions} positions, ${(codec[0]?.rawBytes ?? 0) / MiB} MiB; best of 3; cpu = per CPU-second of the process; block hashing runs on a worker thread)`,
     headers: ['quantization', 'wire bytes', 'encode GB/s', 'decode GB/s', 'encode cpu GB/s', 'decode cpu GB/s'],
     rows: codec.map((c) => [c.quantization, c.streamBytes, c.encodeGBs, c.decodeGBs, c.encodeCpuGBs, c.decodeCpuGBs])
   }

@@ -50,6 +50,17 @@ export class BlockCoder {
       }
       return
     }
+    if (this.quantization === 'int8-block' && this.dtype === 'f32' && segment % this.group === 0) {
+      // groups never straddle two planes: quantize each plane's rows where they are
+      const groups = planes.length * segment / this.group
+      const scales = new Float32Array(out.buffer, out.byteOffset, groups)
+      const quantized = new Int8Array(out.buffer, out.byteOffset + groups * 4, planes.length * segment)
+      const perPlane = segment / this.group
+      for (let p = 0; p < planes.length; p++) {
+        quantizeInt8((planes[p] as Float32Array).subarray(from, from + segment), this.group, scales.subarray(p * perPlane, (p + 1) * perPlane), quantized.subarray(p * segment, (p + 1) * segment))
+      }
+      return
+    }
     // Everything else goes through f32: gather the block, then convert or quantize it.
     const values = this.gatherF32(planes, from, segment)
     if (this.quantization === 'f16') {
@@ -109,8 +120,9 @@ export class BlockCoder {
 }
 
 /**
- * int8 with one f32 scale per `group` values: scale = fround(m / 127) where m is the group's
- * largest magnitude; q = Math.round(x * (127 / m)) (ties toward +infinity), 0 when m = 0.
+ * int8 with one f32 scale per `group` values. For a group with largest magnitude m (computed in
+ * double precision): scale = fround(m / 127); inverse = 127 / m; q = floor(x * inverse + 128.5) - 128
+ * (round half up, with every operation an IEEE double operation, as written), 0 when m = 0.
  * Non-finite values cannot be represented and are refused.
  */
 export function quantizeInt8 (values: Float32Array, group: number, scales: Float32Array, out: Int8Array): void {
@@ -118,19 +130,22 @@ export function quantizeInt8 (values: Float32Array, group: number, scales: Float
   for (let g = 0, start = 0; start < n; g++, start += group) {
     const end = Math.min(n, start + group)
     let m = 0
+    // a NaN (or infinities of both signs) makes the sum NaN; one infinity makes m infinite
+    let sum = 0
     for (let i = start; i < end; i++) {
-      const a = Math.abs(values[i])
-      if (a > m) m = a
-      else if (!(a <= m)) throw new UsxfFormatError('int8-block cannot carry NaN')
+      const x = values[i]
+      sum += x
+      const a = x < 0 ? -x : x
+      m = a > m ? a : m
     }
-    if (m === Infinity) throw new UsxfFormatError('int8-block cannot carry infinities')
+    if (sum !== sum || m === Infinity) throw new UsxfFormatError('int8-block cannot carry NaN or infinities')
     scales[g] = Math.fround(m / 127)
     if (m === 0) {
       out.fill(0, start, end)
       continue
     }
     const inverse = 127 / m
-    for (let i = start; i < end; i++) out[i] = Math.round(values[i] * inverse)
+    for (let i = start; i < end; i++) out[i] = ((values[i] * inverse + 128.5) | 0) - 128
   }
 }
 

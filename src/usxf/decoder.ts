@@ -1,6 +1,6 @@
 import { SIGNATURE_CONTEXTS, verifySignature } from '../identity/index.ts'
 import { BlockCoder } from './blocks.ts'
-import { StagingRing, sha256, sha256Async } from './hash.ts'
+import { StagingRing, sha256 } from './hash.ts'
 import { UsxfBlockHashError, UsxfFormatError, UsxfProducerError, UsxfSignatureError, UsxfTruncatedError } from './errors.ts'
 import {
   CHUNK_PREFIX, LIMITS, RECORD_CHUNK, RECORD_HEADER, RECORD_OVERHEAD, RECORD_TRAILER, blockBytes, largestBlockBytes, decodeHeaderBody, decodeTrailerBody, layoutOf, openRecord,
@@ -54,7 +54,6 @@ export class UsxfDecoder {
   private expected = { payloadBytes: 0, chunkCount: 0, blockCount: 0 }
   private ring: StagingRing | null = null
   private staging: Uint8Array = new Uint8Array(0)
-  private holdStaging: ((hash: Promise<unknown>) => void) | null = null
   private block = 0
   private blockSize = 0
   private offset = 0
@@ -157,12 +156,12 @@ export class UsxfDecoder {
     this.payloadBytes += length
     this.chunkIndex++
     if (this.offset < this.blockSize) return
-    // A whole block: hash it off the main thread, decode it into the target, move on.
+    // A whole block: decode it into the target, then hash it off the main thread.
     const bytes = this.staging.subarray(0, this.blockSize)
-    const digest = sha256Async(bytes)
-    this.holdStaging?.(digest)
-    this.digests.push(digest)
     ;(this.coder as BlockCoder).decode(bytes, this.block, (this.target as DecodeTarget).planes)
+    const digest = (this.ring as StagingRing).hash(bytes)
+    digest.catch(() => {})
+    this.digests.push(digest)
     this.block++
     this.offset = 0
     const layout = this.layout as Layout
@@ -171,9 +170,7 @@ export class UsxfDecoder {
   }
 
   private async nextStaging (): Promise<void> {
-    const { buffer, hold } = await (this.ring as StagingRing).acquire()
-    this.staging = buffer
-    this.holdStaging = hold
+    this.staging = await (this.ring as StagingRing).acquire()
   }
 
   private async acceptTrailer (body: Uint8Array): Promise<void> {

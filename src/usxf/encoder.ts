@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { SIGNATURE_CONTEXTS } from '../identity/index.ts'
 import { BlockCoder, type PlaneData } from './blocks.ts'
 import { UsxfFormatError } from './errors.ts'
-import { StagingRing, sha256, sha256Async } from './hash.ts'
+import { StagingRing, sha256 } from './hash.ts'
 import {
   CHUNK_PREFIX, RECORD_CHUNK, RECORD_HEADER, RECORD_TRAILER, allocateRecord, blockBytes, largestBlockBytes, encodeHeaderBody, encodeTrailerBody, layoutOf, makeRecord,
   payloadSize, sealRecord, signedMessage, validateHeader, type Layout, type TrailerInfo, type UsxfHeaderInfo, type UsxfQuantization
@@ -112,12 +112,8 @@ export class UsxfEncoder {
     let payloadBytes = 0
     for (let b = 0; b < layout.blockCount; b++) {
       const size = blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup)
-      const staging = await ring.acquire()
-      const block = staging.buffer.subarray(0, size)
+      const block = (await ring.acquire()).subarray(0, size)
       coder.encode(this.planes, b, block)
-      const digest = sha256Async(block)
-      staging.hold(digest)
-      digests.push(digest)
       for (let offset = 0; offset < size; offset += header.chunkBytes) {
         const length = Math.min(header.chunkBytes, size - offset)
         const { buffer, bodyOffset } = allocateRecord(RECORD_CHUNK, CHUNK_PREFIX + length, headroom)
@@ -130,6 +126,10 @@ export class UsxfEncoder {
         payloadBytes += length
         yield sealRecord(buffer, headroom)
       }
+      // hashed once its chunks are out; the worker hashes it while the next block is encoded
+      const digest = ring.hash(block)
+      digest.catch(() => {})
+      digests.push(digest)
     }
     const hashes = await Promise.all(digests)
     const blockHashes = new Uint8Array(32 * hashes.length)

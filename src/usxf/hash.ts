@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 
 /**
- * SHA-256 of token blocks off the main thread, so hashing overlaps the CRC and copying there.
- * WebCrypto's digest would run on the thread pool too, but it first copies its input into fresh
- * memory, which here cost as much as hashing; a worker reading a SharedArrayBuffer copies nothing.
- * Blocks below a threshold, or not in shared memory, are hashed in place.
+ * SHA-256 of token blocks on a worker thread, so hashing overlaps the CRC and copying on the main
+ * thread. Block buffers are *transferred* to the worker and back (no copy): WebCrypto's digest
+ * copies its input into fresh memory first, which here cost as much as the hash, and copies in and
+ * out of a SharedArrayBuffer are several times slower than plain memcpy. Small blocks, or a
+ * missing worker, are hashed in place.
  */
 const WORKER_MIN_BYTES = 64 * 1024
 
@@ -13,14 +14,14 @@ const WORKER_MIN_BYTES = 64 * 1024
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
-parentPort.on('message', ({ id, buffer, offset, length }) => {
-  const digest = createHash('sha256').update(new Uint8Array(buffer, offset, length)).digest()
-  parentPort.postMessage({ id, digest: new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength) })
+parentPort.on('message', ({ id, buffer, length }) => {
+  const digest = new Uint8Array(createHash('sha256').update(new Uint8Array(buffer, 0, length)).digest())
+  parentPort.postMessage({ id, digest, buffer }, [buffer])
 })
 `
 
 interface Pending {
-  resolve: (digest: Uint8Array) => void
+  resolve: (result: { digest: Uint8Array, buffer: ArrayBuffer }) => void
   reject: (err: Error) => void
 }
 
@@ -35,11 +36,12 @@ function hashWorker (): Worker | null {
   try {
     const created = new Worker(WORKER_SOURCE, { eval: true })
     created.unref()
-    created.on('message', ({ id, digest }: { id: number, digest: Uint8Array }) => {
+    created.on('message', ({ id, digest, buffer }: { id: number, digest: Uint8Array, buffer: ArrayBuffer }) => {
       const entry = pending.get(id)
       pending.delete(id)
-      entry?.resolve(digest)
+      // an idle worker must not keep the process alive
       if (pending.size === 0) created.unref()
+      entry?.resolve({ digest, buffer })
     })
     const fail = (err: Error): void => {
       broken = true
@@ -61,40 +63,44 @@ export function sha256 (bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * SHA-256 of `bytes`, computed by the worker when they live in shared memory and are large enough.
- * The caller must not change those bytes until the promise settles.
- */
-export async function sha256Async (bytes: Uint8Array): Promise<Uint8Array> {
-  const target = bytes.byteLength >= WORKER_MIN_BYTES && bytes.buffer instanceof SharedArrayBuffer ? hashWorker() : null
-  if (target === null) return sha256(bytes)
-  const id = nextId++
-  const result = new Promise<Uint8Array>((resolve, reject) => { pending.set(id, { resolve, reject }) })
-  // a pending hash keeps the process alive only while it is pending
-  target.ref()
-  target.postMessage({ id, buffer: bytes.buffer, offset: bytes.byteOffset, length: bytes.byteLength })
-  return await result
-}
-
-/**
- * Staging buffers in shared memory, reused in turn: slot i is handed out again only after the hash
- * started on it has finished, so at most `slots` blocks are in flight.
+ * Block buffers used in turn. `acquire()` hands out the next one (waiting until its last hash has
+ * brought it back); `hash(view)` hashes the first `view.byteLength` bytes of the acquired buffer,
+ * on the worker when it is worth it. After `hash` the view must not be used: its memory is with
+ * the worker until the digest arrives. At most `slots` blocks are in flight.
  */
 export class StagingRing {
-  private readonly buffers: Uint8Array[]
-  private readonly busy: Array<Promise<unknown> | null>
+  private readonly buffers: Array<Promise<ArrayBuffer>>
+  private readonly bytes: number
   private next = 0
+  private current = -1
 
   constructor (bytes: number, slots = 3) {
-    this.buffers = Array.from({ length: slots }, () => new Uint8Array(new SharedArrayBuffer(Math.max(bytes, 1))))
-    this.busy = this.buffers.map(() => null)
+    this.bytes = Math.max(bytes, 1)
+    this.buffers = Array.from({ length: slots }, () => Promise.resolve(new ArrayBuffer(this.bytes)))
   }
 
-  /** The next free buffer (waiting for its last hash), and a function to mark it busy until `hash` settles. */
-  async acquire (): Promise<{ buffer: Uint8Array, hold: (hash: Promise<unknown>) => void }> {
-    const slot = this.next
+  async acquire (): Promise<Uint8Array> {
+    this.current = this.next
     this.next = (this.next + 1) % this.buffers.length
-    const previous = this.busy[slot]
-    if (previous !== null) await previous.catch(() => {})
-    return { buffer: this.buffers[slot], hold: (hash) => { this.busy[slot] = hash } }
+    return new Uint8Array(await this.buffers[this.current])
+  }
+
+  /** SHA-256 of `view` (a prefix of the buffer `acquire()` just returned). */
+  async hash (view: Uint8Array): Promise<Uint8Array> {
+    const slot = this.current
+    const target = view.byteLength >= WORKER_MIN_BYTES ? hashWorker() : null
+    if (target === null) {
+      const digest = sha256(view)
+      this.buffers[slot] = Promise.resolve(view.buffer as ArrayBuffer)
+      return digest
+    }
+    const id = nextId++
+    const result = new Promise<{ digest: Uint8Array, buffer: ArrayBuffer }>((resolve, reject) => { pending.set(id, { resolve, reject }) })
+    // the slot is free again when the worker hands the buffer back (a fresh one if it failed)
+    this.buffers[slot] = result.then((r) => r.buffer, () => new ArrayBuffer(this.bytes))
+    target.ref()
+    const buffer = view.buffer as ArrayBuffer
+    target.postMessage({ id, buffer, length: view.byteLength }, [buffer])
+    return (await result).digest
   }
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/model/index.ts'
 import {
-  DTYPES, FRAME_OVERHEAD, QUANTIZATIONS, UsxfDecoder, UsxfEncoder, crc32c, decodeActivationFrame, decodeStream, encodeActivationFrame, encodeStateToBytes,
+  DTYPES, FRAME_OVERHEAD, QUANTIZATIONS, UsxfDecoder, UsxfEncoder, crc32c, decodeActivationFrame, dequantizeInt8, quantizeInt8, decodeStream, encodeActivationFrame, encodeStateToBytes,
   frameBytes, openRecord, payloadSize, splitRecords,
   type UsxfHeaderInfo, type UsxfQuantization
 } from '../../src/usxf/index.ts'
@@ -82,6 +82,27 @@ test('every dtype and quantization round-trips, for kv and activation states', a
       }
     }
   }
+})
+
+test('int8-block: every block equals the specified quantization of its values in order', async () => {
+  const signer = await testIdentity()
+  // 16-value groups; blocks of 8 rows x 8 wide align with the groups, the last (5 rows) does not
+  const { input, f32Planes } = syntheticState({ seqLen: 37, headDim: 8 })
+  const decoded = await decodeStream(await collect(new UsxfEncoder(input, { signer, quantization: 'int8-block', quantGroup: 16, blockTokens: 8 }).records()))
+  for (let b = 0; b * 8 < 37; b++) {
+    const rows = Math.min(8, 37 - b * 8)
+    const values = Float32Array.from(f32Planes.flatMap((p) => [...p.subarray(b * 64, b * 64 + rows * 8)]))
+    const groups = Math.ceil(values.length / 16)
+    const scales = new Float32Array(groups)
+    const q = new Int8Array(values.length)
+    quantizeInt8(values, 16, scales, q)
+    const expected = new Float32Array(values.length)
+    dequantizeInt8(q, scales, 16, 0, expected)
+    const got = Float32Array.from(decoded.planes.flatMap((p) => [...p.subarray(b * 64, b * 64 + rows * 8)]))
+    assert.deepEqual(got, expected, `block ${b}`)
+  }
+  assert.throws(() => quantizeInt8(Float32Array.of(1, NaN), 2, new Float32Array(1), new Int8Array(2)), { code: 'ERR_USXF_MALFORMED' })
+  assert.throws(() => quantizeInt8(Float32Array.of(1, -Infinity), 2, new Float32Array(1), new Int8Array(2)), { code: 'ERR_USXF_MALFORMED' })
 })
 
 test('int8-block scales follow the spec and decode within half a step per group', async () => {
