@@ -4,7 +4,7 @@
  * slicing-by-16 (sixteen lookups per 16 bytes). Large inputs run the same algorithm in a small
  * WebAssembly function assembled below (no bounds checks, loads with constant table offsets): even
  * with the copy into its memory it measured ~1.5x the JavaScript loop here, which matters because
- * the CRC is the codec's main-thread cost (SHA-256 runs on the thread pool).
+ * the CRC is the codec's main-thread cost (SHA-256 runs on a worker thread, see hash.ts).
  */
 const POLY = 0x82f63b78
 const SLICES = 16
