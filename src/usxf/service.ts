@@ -32,6 +32,8 @@ export interface MigrationServiceOptions {
   readTimeoutMs?: number
   /** How long a source waits for the target's attach report (default 10 min: it runs the fidelity check). */
   attachTimeoutMs?: number
+  /** Deadline for a whole inbound migration (default 30 min). */
+  maxMigrationMs?: number
   /** Greedy tokens a target generates for a fidelity check at most (default 256). */
   maxFidelityTokens?: number
   /** A host that knows its prefill rate says so; otherwise it is measured once per model. */
@@ -115,6 +117,7 @@ export function createMigrationService (options: MigrationServiceOptions): Migra
     acceptFrom: options.acceptFrom ?? (() => true),
     maxStateBytes,
     readTimeoutMs,
+    maxMigrationMs: options.maxMigrationMs ?? 30 * 60_000,
     maxFidelityTokens: options.maxFidelityTokens ?? 256,
     prefillRate,
     onInbound: options.onInbound

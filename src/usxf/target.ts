@@ -22,6 +22,8 @@ export interface TargetContext {
   acceptFrom: (peer: PeerId) => boolean
   maxStateBytes: number
   readTimeoutMs: number
+  /** Deadline for a whole inbound migration. */
+  maxMigrationMs: number
   maxFidelityTokens: number
   prefillRate: (model: LocalModel) => Promise<number>
   /** Told how every inbound migration ended. */
@@ -49,8 +51,12 @@ export function peerPublicKey (peer: PeerId): Uint8Array {
  * until the source commits: the state decodes into a fresh, unregistered session; any refusal,
  * corruption, timeout or abort drops it, leaving the node's sessions exactly as they were.
  */
-export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, ctx: TargetContext, signal: AbortSignal): Promise<void> {
+export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, ctx: TargetContext, stopped: AbortSignal): Promise<void> {
+  // the whole migration has a deadline (a source trickling chunks cannot hold a slot forever), and
+  // so does every read and every send
+  const signal = AbortSignal.any([stopped, AbortSignal.timeout(ctx.maxMigrationMs)])
   const read = { signal, timeoutMs: ctx.readTimeoutMs }
+  const sendBy = (): AbortSignal => AbortSignal.any([signal, AbortSignal.timeout(ctx.readTimeoutMs)])
   let reserved: string | null = null
   let sessionId: string | null = null
   const log = ctx.logger.child({ peer: remotePeer.toString() })
@@ -82,7 +88,7 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
         maxStateBytes: BigInt(ctx.maxStateBytes),
         freeSessions: 0
       }
-    }, signal)
+    }, sendBy())
 
     // 2. the source probes the link and decides; it either begins or withdraws
     let begin = null
@@ -90,7 +96,7 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
       const message = await wire.receive(read)
       if (message.kind !== 'control') throw new UsxfProtocolError('a record before the transfer began')
       const control = message.control
-      if (control.probe != null) await wire.sendControl({ probeAck: { sequence: control.probe.sequence } }, signal)
+      if (control.probe != null) await wire.sendControl({ probeAck: { sequence: control.probe.sequence } }, sendBy())
       else if (control.begin != null) begin = control.begin
       else if (control.commit != null && !control.commit.commit) { log.debug({ sessionId, reason: control.commit.reason }, 'migration withdrawn'); report('withdrawn'); return }
       else throw remoteOrProtocolError(control, 'probe or begin')
@@ -130,7 +136,7 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
       await decoder.push(message.record)
       if (decoder.receivedPayloadBytes - credited >= WINDOW_BYTES / 4) {
         credited = decoder.receivedPayloadBytes
-        await wire.sendControl({ credit: { chunks: 0, bytes: BigInt(credited) } }, signal)
+        await wire.sendControl({ credit: { chunks: 0, bytes: BigInt(credited) } }, sendBy())
       }
     }
     const state = decoder.finish()
@@ -147,7 +153,7 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
     const continuation = await greedyContinuation(model, session, begin.probeToken, fidelityTokens, signal)
     await wire.sendControl({
       attached: { continuation: continuation.tokens, contextRoom: continuation.room, decodeMs, attachMs, fidelityMs: performance.now() - fidelityStarted }
-    }, signal)
+    }, sendBy())
 
     // 8. two-phase commit: the session goes live only when the source says so
     const commit = await wire.expect('commit', read)
@@ -163,8 +169,8 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
     report('committed')
     log.info({ sessionId, positions: state.header.seqLen, quantization }, 'session migrated in')
     try {
-      await wire.sendControl({ committed: { sessionId } }, signal)
-      await wire.close(signal)
+      await wire.sendControl({ committed: { sessionId } }, sendBy())
+      await wire.close(sendBy())
     } catch (err) {
       // Committed here; the source will report the commit as unknown and keep its copy too.
       log.warn({ sessionId, err: (err as Error).message }, 'could not confirm a committed migration')

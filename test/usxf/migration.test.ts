@@ -199,3 +199,27 @@ test('checkpoints restore on another node, whole and then incrementally, and con
   a.service.sessions.remove('ckpt')
   b.service.sessions.remove('ckpt')
 })
+
+test('a draining target, or one that already hosts the session id, refuses and nothing moves', async () => {
+  await startSession(0, 'refused', promptIds(12, 12), 2)
+  const before = sessionDigest(world.nodes[0].service.sessions.require('refused').session)
+  world.nodes[1].service.sessions.setAccepting(false)
+  try {
+    await assert.rejects(world.nodes[0].service.migrate('refused', peer(1), { mode: 'always' }), { code: 'ERR_USXF_REFUSED' })
+  } finally {
+    world.nodes[1].service.sessions.setAccepting(true)
+  }
+  const occupant = world.nodes[1].model.newSession()
+  world.nodes[1].service.sessions.add('refused', world.nodes[1].model, occupant)
+  await assert.rejects(world.nodes[0].service.migrate('refused', peer(1), { mode: 'always' }), { code: 'ERR_USXF_SESSION_BUSY' })
+  assert.equal(world.nodes[1].service.sessions.require('refused').session, occupant)
+  const hosted = world.nodes[0].service.sessions.require('refused')
+  assert.equal(hosted.state, 'live')
+  assert.equal(sessionDigest(hosted.session), before)
+  // and a session already being migrated cannot be migrated twice at once
+  hosted.state = 'busy'
+  await assert.rejects(world.nodes[0].service.migrate('refused', peer(2)), { code: 'ERR_USXF_SESSION_BUSY' })
+  hosted.state = 'live'
+  world.nodes[0].service.sessions.remove('refused')
+  world.nodes[1].service.sessions.remove('refused')
+})
