@@ -53,7 +53,9 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   let queued: Queued[] = []
   // band -> queued memory seqs, so near-duplicate checks against the queue are look-ups, not scans
   let queuedBands = new Map<number, number[]>()
-  let indexedSeq = Number(readIndexed.get()?.value ?? 0)
+  // a database whose index predates meta.fts_seq: the index holds everything up to its last row
+  const lastIndexed = db.prepare<[], { n: number | null }>('SELECT max(id) AS n FROM memories_fts_docsize')
+  let indexedSeq = Number(readIndexed.get()?.value ?? lastIndexed.get()?.n ?? 0)
   let timer: NodeJS.Timeout | undefined
 
   const flushWithin = (): void => {

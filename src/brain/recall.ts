@@ -30,7 +30,7 @@ import { checkBytes, checkVisibility, textFrom, visibilityLevel } from './valida
 export interface RecallTuning {
   /** Most postings (sum of document frequencies) the MATCH may touch. */
   postingsBudget: number
-  /** Candidates ranked by BM25 before fusion, per hit asked for (at least 30). */
+  /** Candidates ranked by BM25 before fusion, per hit asked for (at least 20). */
   candidatesPerHit: number
   bm25Weight: number
   fingerprintWeight: number
@@ -44,7 +44,7 @@ export interface RecallTuning {
 
 export const DEFAULT_RECALL_TUNING: RecallTuning = {
   postingsBudget: 150,
-  candidatesPerHit: 4,
+  candidatesPerHit: 2,
   bm25Weight: 0.6,
   fingerprintWeight: 0.4,
   confidenceWeight: 0.2,
@@ -187,9 +187,9 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     const matchPlan = plan(queryTerms, count)
     const candidates = new Map<number, Candidate>()
     if (matchPlan !== undefined) {
-      const k = Math.max(30, limit * tuning.candidatesPerHit)
+      const k = Math.max(20, limit * tuning.candidatesPerHit)
       const chosen = statements[matchPlan.mode]
-      let rows = chosen.bounded.all({ ...params, match: matchPlan.match, k, over: Math.ceil(k * 1.5) }) as Candidate[]
+      let rows = chosen.bounded.all({ ...params, match: matchPlan.match, k, over: k + 10 }) as Candidate[]
       if (rows.length < k && (params.rt !== END_OF_TIME || params.vt !== null || params.vis > 0 || params.kind !== null || params.topic !== null ||
         params.author !== null || params.source !== null || params.team !== null)) {
         // filters may have dropped rows the bounded scan ranked first: rank them all

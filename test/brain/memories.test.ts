@@ -162,3 +162,17 @@ test('bulk ingest commits in batches and reports each', async (t) => {
   assert.deepEqual(acknowledged, [100, 200, 250])
   assert.equal(brain.verify().ok, true)
 })
+
+test('near-duplicates are caught within one bulk batch, before the index is written', async (t) => {
+  const { brain } = await openBrain(t)
+  const result = brain.rememberMany([
+    { content: 'The vendor contract for the analytics platform renews on the first of March every year' },
+    { content: 'Lunch order: two veggie burritos and a large horchata' },
+    { content: 'the vendor contract for the analytics platform renews on the first of March, every year' }
+  ])
+  const third = brain.get(result.ids[2])
+  assert.equal(third.duplicateOf, result.ids[0])
+  // recall returns one member of a near-duplicate group
+  const hits = brain.recall('vendor contract analytics platform renewal').hits
+  assert.equal(hits.filter((h) => h.id === result.ids[0] || h.id === result.ids[2]).length, 1)
+})
