@@ -48,27 +48,42 @@ export class Sampler {
       }
     }
     if (temperature === 0) return argmax(scores)
-    let candidates = Array.from(scores.keys())
-    candidates.sort((a, b) => scores[b] - scores[a] || a - b)
-    if (topK > 0 && topK < candidates.length) candidates = candidates.slice(0, topK)
-    const max = scores[candidates[0]]
-    const weights = candidates.map((t) => Math.exp((scores[t] - max) / temperature))
-    const total = weights.reduce((a, w) => a + w, 0)
-    let keep = candidates.length
+    let max = -Infinity
+    for (let i = 0; i < scores.length; i++) if (scores[i] > max) max = scores[i]
+    const weights = new Float64Array(scores.length)
+    let total = 0
+    for (let i = 0; i < scores.length; i++) {
+      weights[i] = Math.exp((scores[i] - max) / temperature)
+      total += weights[i]
+    }
+    if (topK === 0 && topP === 1) return this.pick(weights, null, total)
+    // Only tokens within 1e-12 of the best can matter for top-k/top-p; sorting just those keeps a
+    // 128k vocabulary cheap.
+    const candidates: number[] = []
+    for (let i = 0; i < weights.length; i++) if (weights[i] >= 1e-12) candidates.push(i)
+    candidates.sort((a, b) => weights[b] - weights[a] || a - b)
+    let keep = topK > 0 ? Math.min(topK, candidates.length) : candidates.length
     if (topP < 1) {
       let mass = 0
-      for (let i = 0; i < candidates.length; i++) {
-        mass += weights[i] / total
+      for (let i = 0; i < keep; i++) {
+        mass += weights[candidates[i]] / total
         if (mass >= topP) { keep = i + 1; break }
       }
     }
-    const kept = weights.slice(0, keep).reduce((a, w) => a + w, 0)
-    let r = this.random() * kept
-    for (let i = 0; i < keep; i++) {
-      r -= weights[i]
-      if (r < 0) return candidates[i]
+    const kept = candidates.slice(0, keep)
+    return this.pick(weights, kept, kept.reduce((a, t) => a + weights[t], 0))
+  }
+
+  /** Draws an index with probability proportional to its weight (among `among`, or all). */
+  private pick (weights: Float64Array, among: number[] | null, total: number): number {
+    let r = this.random() * total
+    const count = among === null ? weights.length : among.length
+    for (let i = 0; i < count; i++) {
+      const token = among === null ? i : among[i]
+      r -= weights[token]
+      if (r < 0) return token
     }
-    return candidates[keep - 1]
+    return among === null ? argmax(Float32Array.from(weights)) : among[count - 1]
   }
 
   /** mulberry32: small, fast, seedable. */

@@ -137,6 +137,14 @@ test('sampler: greedy, seeded sampling, top-k, top-p, repetition penalty', () =>
   assert.ok(counts.size >= 3, 'temperature spreads the choice')
   const topTwo = new Sampler({ temperature: 5, topK: 2, seed: 1 })
   for (let i = 0; i < 50; i++) assert.ok([1, 2].includes(topTwo.sample(logits)))
+  // Frequencies follow softmax(logits / T); top-p keeps the smallest set reaching p.
+  const probs = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.2)])
+  const freq = (sampler: Sampler) => { const c = [0, 0, 0]; for (let i = 0; i < 4000; i++) c[sampler.sample(probs)]++; return c.map((n) => n / 4000) }
+  const plain = freq(new Sampler({ temperature: 1, seed: 9 }))
+  for (const [i, p] of [0.5, 0.3, 0.2].entries()) assert.ok(Math.abs(plain[i] - p) < 0.03, `token ${i}: ${plain[i]}`)
+  const nucleus = freq(new Sampler({ temperature: 1, topP: 0.6, seed: 9 }))
+  assert.equal(nucleus[2], 0)
+  assert.ok(Math.abs(nucleus[0] - 0.625) < 0.03, `renormalized over the kept tokens: ${nucleus[0]}`)
   assert.throws(() => new Sampler({ temperature: -1 }), { code: 'ERR_INVALID_INPUT' })
   assert.throws(() => new Sampler({ topP: 0 }), { code: 'ERR_INVALID_INPUT' })
 })
