@@ -28,21 +28,24 @@ const MIN_PROBE = 64 * 1024
 const MAX_PROBE = 1024 * 1024
 
 /**
- * Measures the link: one small probe for the round trip, one padded probe for bandwidth (its time
+ * Measures the link: small probes for the round trip, padded probes for bandwidth (their time
  * beyond a round trip is taken as transfer time; at least a tenth of the whole, so a link faster
- * than the clock can tell is not called infinite).
+ * than the clock can tell is not called infinite). The best of a few of each, since one slow
+ * scheduling hiccup on a busy host would otherwise decide the estimate.
  */
-export async function probeLink (wire: MigrationWire, wireBytes: number, options: { signal?: AbortSignal, timeoutMs: number }): Promise<{ rttMs: number, bandwidthBytesPerSecond: number }> {
-  let started = performance.now()
-  await wire.sendControl({ probe: { sequence: 1, padding: new Uint8Array(0) } }, options.signal)
-  await wire.expect('probeAck', options)
-  const rttMs = performance.now() - started
+export async function probeLink (wire: MigrationWire, wireBytes: number, options: { signal?: AbortSignal, timeoutMs: number }, rounds = 3): Promise<{ rttMs: number, bandwidthBytesPerSecond: number }> {
   const size = Math.min(MAX_PROBE, Math.max(MIN_PROBE, Math.floor(wireBytes / 16)))
-  started = performance.now()
-  await wire.sendControl({ probe: { sequence: 2, padding: new Uint8Array(size) } }, options.signal)
-  await wire.expect('probeAck', options)
-  const elapsed = performance.now() - started
-  const transferMs = Math.max(elapsed - rttMs, elapsed / 10, 0.001)
+  const timed = async (sequence: number, padding: number): Promise<number> => {
+    const started = performance.now()
+    await wire.sendControl({ probe: { sequence, padding: new Uint8Array(padding) } }, options.signal)
+    await wire.expect('probeAck', options)
+    return performance.now() - started
+  }
+  let rttMs = Infinity
+  let paddedMs = Infinity
+  for (let i = 0; i < rounds; i++) rttMs = Math.min(rttMs, await timed(2 * i, 0))
+  for (let i = 0; i < rounds; i++) paddedMs = Math.min(paddedMs, await timed(2 * i + 1, size))
+  const transferMs = Math.max(paddedMs - rttMs, paddedMs / 10, 0.001)
   return { rttMs, bandwidthBytesPerSecond: size / (transferMs / 1000) }
 }
 
