@@ -28,7 +28,7 @@ export interface GenerateRequest {
   messages?: ChatMessage[]
   maxTokens: number
   sampling?: SamplingOptions
-  /** Token ids that end generation (default: the model's eos ids). The stop token is not returned. */
+  /** Token ids that end generation (default: the model's eos ids). The stop token is the last id returned; it adds no text. */
   stopTokens?: readonly number[]
   onToken?: (event: TokenEvent) => void
   /** Receives the logits of every position, prompt positions included, in order. */
@@ -157,8 +157,13 @@ export class LocalModel implements TextGenerator {
     while (tokens.length < request.maxTokens) {
       request.signal?.throwIfAborted()
       const next = sampler.sample(logits, session.tokens)
-      if (stop.has(next)) { finishReason = 'stop'; break }
       tokens.push(next)
+      if (stop.has(next)) {
+        // Like Hugging Face generate, the stop token ends the ids; it adds no text.
+        request.onToken?.({ id: next, text: '', index: tokens.length - 1 })
+        finishReason = 'stop'
+        break
+      }
       let piece = ''
       if (this.tokenizer !== null) {
         const full = this.tokenizer.decode(tokens)
@@ -174,7 +179,7 @@ export class LocalModel implements TextGenerator {
       logits = (await session.forward([next], { allLogits: wantAll })).subarray(0, vocab)
       request.onLogits?.(session.length - 1, logits)
     }
-    if (this.tokenizer !== null) text = this.tokenizer.decode(tokens)
+    if (this.tokenizer !== null) text = this.tokenizer.decode(finishReason === 'stop' ? tokens.slice(0, -1) : tokens)
     return { tokens, text, promptTokens, finishReason, prefillMs, decodeMs: performance.now() - startedAt - prefillMs }
   }
 

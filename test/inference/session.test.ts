@@ -99,7 +99,7 @@ test('generate: greedy equals argmax of the logits it streams; stop tokens; stre
   assert.equal(result.text, result.tokens.map((t) => `t${t}`).join(' '))
 
   const stopped = await model.generate({ promptIds: [1, 10, 20], maxTokens: 8, stopTokens: [result.tokens[3]] })
-  assert.deepEqual(stopped.tokens, result.tokens.slice(0, result.tokens.indexOf(result.tokens[3])))
+  assert.deepEqual(stopped.tokens, result.tokens.slice(0, result.tokens.indexOf(result.tokens[3]) + 1))
   assert.equal(stopped.finishReason, 'stop')
 
   const fromText = await model.generate({ prompt: 't10 t20', maxTokens: 3, stopTokens: [] })
