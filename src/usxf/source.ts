@@ -86,6 +86,11 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
   const started = performance.now()
   let wire: MigrationWire | null = null
   let committing = false
+  // the reference continuation runs on the session itself; on failure it is stopped and awaited
+  // before the session goes back to its users
+  const referenceControl = new AbortController()
+  const referenceSignal = signal !== undefined ? AbortSignal.any([signal, referenceControl.signal]) : referenceControl.signal
+  let reference: Promise<unknown> | null = null
   try {
     const { model, session } = hosted
     const manifest = model.manifest
@@ -153,8 +158,9 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     }, signal)
     // The reference continuation runs on the source's session meanwhile: the runtime replaces cache
     // arrays rather than writing into them, so the snapshot being sent is unaffected.
-    const reference = greedyContinuation(model, session, probeToken, fidelityTokens, signal)
-    reference.catch(() => {})
+    const ownContinuation = greedyContinuation(model, session, probeToken, fidelityTokens, referenceSignal)
+    reference = ownContinuation
+    ownContinuation.catch(() => {})
     const transferStarted = performance.now()
     const encoder = new UsxfEncoder(input, { signer: ctx.identity, quantization, blockTokens: options.blockTokens, chunkBytes, headroom: 1 })
     let sent = 0
@@ -174,7 +180,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     const transferMs = performance.now() - transferStarted
 
     // 8. two-phase commit, gated by the fidelity check
-    const own = await reference
+    const own = await ownContinuation
     const fidelity = compareContinuations(fidelityTokens, own, { tokens: attached.continuation, room: attached.contextRoom }, quantization, quantization !== 'none')
     const acceptDivergence = options.acceptDivergence ?? quantization === 'int8-block'
     const acceptable = fidelity.verdict === 'exact' || fidelity.verdict === 'context-exhausted' || fidelity.verdict === 'unchecked' || (fidelity.verdict === 'lossy-divergence' && acceptDivergence)
@@ -206,6 +212,8 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
       timings: { totalMs: performance.now() - started, negotiateMs, transferMs, targetDecodeMs: attached.decodeMs, targetAttachMs: attached.attachMs, targetFidelityMs: attached.fidelityMs, commitMs }
     }
   } catch (err) {
+    referenceControl.abort()
+    await reference?.catch(() => {})
     ctx.sessions.releaseHold(sessionId)
     if (wire !== null && !committing) {
       await wire.sendError(err, signal).catch(() => {})
