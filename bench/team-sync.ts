@@ -127,6 +127,8 @@ export async function runSyncBench (options: SyncBenchOptions): Promise<SyncBenc
   const base = makeShards(random, author, options.base, options.size, 0, options.verify)
   const written = makeShards(random, author, options.shards, options.size, 10_000_000, options.verify)
   const swarm = await createSwarm({ nodes: 2, topology: 'full' })
+  // the benchmark runs bare sync services over its own stores: set the nodes' team services aside
+  for (const node of swarm.nodes) await node.team.stop()
   const services: SyncService[] = []
   try {
     const [online, offline] = swarm.nodes

@@ -25,5 +25,5 @@ if (major < 22) {
   process.stderr.write(`tests need Node >= 22 (this is ${process.version}); run them through npm (npm test), which uses the bundled Node 22\n`)
   process.exit(1)
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=120000', ...files], { stdio: 'inherit' })
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=600000', ...files], { stdio: 'inherit' })
 process.exit(result.status ?? 1)

@@ -1,6 +1,8 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createBrain, type Brain, type BrainLimits, type Durability, type OntologyDefinition } from './brain/index.ts'
+import Database from 'better-sqlite3'
+import { BRAIN_FILE, createBrain, type Brain, type BrainLimits, type Durability, type OntologyDefinition } from './brain/index.ts'
+import { createBrainBridge, createTeamService, type BrainBridge, type TeamService } from './team/index.ts'
 import { identityFromKeyPair, loadOrCreateKeyFile, type Identity } from './identity/index.ts'
 import { createMeshNode, type MeshNode, type PeerSummary } from './mesh/index.ts'
 import { silentLogger, type Logger } from './util/logger.ts'
@@ -28,6 +30,8 @@ export interface PermagentOptions {
   identity?: Identity
   /** The brain (dataDir/brain.db): limits, ontology (definition or JSON file path), durability. */
   brain?: { limits?: Partial<BrainLimits>, ontology?: OntologyDefinition | string, durability?: Durability }
+  /** Teams: per-author trust weights for recall ranking, anti-entropy period, clock-skew bound. */
+  team?: { trust?: Record<string, number>, syncIntervalMs?: number, maxClockSkewMs?: number, now?: () => number }
 }
 
 export interface NodeStatus {
@@ -55,6 +59,10 @@ export interface Permagent {
   readonly mesh: MeshNode
   /** The local memory engine and knowledge graph (dataDir/brain.db). */
   readonly brain: Brain
+  /** Teams this node belongs to: membership, signed shards, gossip and sync. */
+  readonly team: TeamService
+  /** Remember/recall/forget across the brain and the teams (the one place records leave the node). */
+  readonly shared: BrainBridge
   readonly logger: Logger
   start: () => Promise<void>
   stop: () => Promise<void>
@@ -92,9 +100,28 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     durability: options.brain?.durability
   })
 
+  // the team store lives in brain.db beside the records its shards carry, on its own connection
+  const teamDb = new Database(join(options.dataDir, BRAIN_FILE))
+  teamDb.pragma('journal_mode = WAL')
+  teamDb.pragma(`synchronous = ${options.brain?.durability === 'normal' ? 'NORMAL' : 'FULL'}`)
+  teamDb.pragma('busy_timeout = 5000')
+  const team = createTeamService({
+    identity,
+    mesh,
+    db: teamDb,
+    logger: logger.child({ module: 'team' }),
+    trust: options.team?.trust,
+    syncIntervalMs: options.team?.syncIntervalMs,
+    maxClockSkewMs: options.team?.maxClockSkewMs,
+    now: options.team?.now
+  })
+  const shared = createBrainBridge({ brain, team, logger: logger.child({ module: 'team' }) })
+  team.setMemoryPort(shared.port)
+
   const services: NodeService[] = [
     { name: 'brain', start: brain.start, stop: brain.stop },
-    { name: 'mesh', start: mesh.start, stop: mesh.stop }
+    { name: 'mesh', start: mesh.start, stop: mesh.stop },
+    { name: 'team', start: team.start, stop: async () => { await team.stop(); teamDb.close() } }
   ]
   const running: NodeService[] = []
   let startedAt: Date | null = null
@@ -117,6 +144,8 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     identity,
     mesh,
     brain,
+    team,
+    shared,
     logger,
     get started () { return startedAt != null },
     async start () {

@@ -63,18 +63,20 @@ export function register (program: Command, cli: CliContext): void {
     .option('--confidence <number>', 'from 0 to 1 (default 1)')
     .option('--valid-from <time>', 'when it became true (ISO 8601; default now)')
     .option('--valid-to <time>', 'when it stopped being true (ISO 8601)')
+    .option('--team <team-id>', 'share with this team (visibility team or wider; default: the only team this node is in)')
     .option('--json', 'print JSON')
-    .action(async (content: string, options: { key?: string, kind?: string, topic?: string, tag?: string[], visibility?: string, confidence?: string, validFrom?: string, validTo?: string }, command: Command) => {
+    .action(async (content: string, options: { key?: string, kind?: string, topic?: string, tag?: string[], visibility?: string, confidence?: string, validFrom?: string, validTo?: string, team?: string }, command: Command) => {
       const client = await daemon(command)
-      const result = await client.call<RememberResult>('POST', '/api/brain/remember', {
+      const result = await client.call<RememberResult & { shared: { teamId: string, shardId: string } | null, note?: string }>('POST', '/api/brain/remember', {
         content, key: options.key, kind: options.kind, topic: options.topic, tags: options.tag, visibility: options.visibility,
-        confidence: parseConfidence(options.confidence), validFrom: options.validFrom, validTo: options.validTo
+        confidence: parseConfidence(options.confidence), validFrom: options.validFrom, validTo: options.validTo, team: options.team
       })
       cli.print(command, result, () => {
         const head = result.created ? `remembered ${result.memory.id}` : `unchanged: ${result.memory.id} already says this`
         const version = result.memory.version > 1 ? ` (version ${result.memory.version}, supersedes ${short(result.memory.supersedes ?? '')})` : ''
         const duplicate = result.nearDuplicate !== null ? `\nnear-duplicate of ${result.nearDuplicate.id} (similarity ${result.nearDuplicate.similarity})` : ''
-        return head + version + duplicate
+        const shared = result.shared != null ? `\nshared with team ${short(result.shared.teamId)} as shard ${short(result.shared.shardId)}` : result.note != null ? `\n${result.note}` : ''
+        return head + version + duplicate + shared
       })
     })
 
@@ -85,17 +87,21 @@ export function register (program: Command, cli: CliContext): void {
     .option('--kind <kind>', 'only this kind')
     .option('--topic <topic>', 'only this topic')
     .option('--visibility <visibility>', 'ceiling: only memories shareable at least this widely (team: team, org, public)')
-    .option('--author <brain-id>', 'only memories by this brain'))
+    .option('--author <brain-id>', 'only memories by this brain')
+    .option('--team <team-id>', 'recall from what this team shares, with provenance (author, time, disputes)'))
     .option('--json', 'print JSON')
-    .action(async (query: string, options: AsOfFlags & { limit?: string, kind?: string, topic?: string, visibility?: string, author?: string }, command: Command) => {
+    .action(async (query: string, options: AsOfFlags & { limit?: string, kind?: string, topic?: string, visibility?: string, author?: string, team?: string }, command: Command) => {
       const limit = options.limit !== undefined ? parseIntegerFlag('--limit', options.limit, 1, 1000) : undefined
+      if (options.team !== undefined && (options.asOf !== undefined || options.validAt !== undefined)) throw new UsageError('--team recalls the current team view; --as-of applies to the local brain only')
       const client = await daemon(command)
-      const result = await client.call<RecallResult>('POST', '/api/brain/recall', {
-        query, limit, kind: options.kind, topic: options.topic, visibility: options.visibility, author: options.author, ...asOfBody(options)
+      type Hit = RecallResult['hits'][number] & { time?: string, disputes?: Array<{ author: string, reason: string }> }
+      const result = await client.call<{ hits: Hit[] }>('POST', '/api/brain/recall', {
+        query, limit, kind: options.kind, topic: options.topic, visibility: options.visibility, author: options.author, team: options.team, ...asOfBody(options)
       })
       cli.print(command, result, () => result.hits.length === 0
         ? 'no memories match'
-        : result.hits.map((h) => `${h.score.toFixed(3)}  ${h.content}\n       ${short(h.id)} v${h.version}${h.key !== null ? ` [${h.key}]` : ''} ${h.kind} by ${short(h.author)}${h.signatureValid ? '' : ' SIGNATURE INVALID'}`).join('\n'))
+        : result.hits.map((h) => `${h.score.toFixed(3)}  ${h.content}\n       ${short(h.id)} v${h.version}${h.key !== null ? ` [${h.key}]` : ''} ${h.kind} by ${short(h.author)}${h.time != null ? ` at ${h.time}` : ''}${h.signatureValid ? '' : ' SIGNATURE INVALID'}` +
+          (h.disputes != null && h.disputes.length > 0 ? h.disputes.map((d) => `\n       disputed by ${short(d.author)}: ${d.reason}`).join('') : '')).join('\n'))
     })
 
   program.command('relate')

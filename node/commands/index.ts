@@ -3,6 +3,7 @@ import type { CliContext } from '../cli-context.ts'
 import { register as registerNodeCommands } from './node.ts'
 import { register as registerModelCommands } from './model.ts'
 import { register as registerBrainCommands } from './brain.ts'
+import { register as registerTeamCommands } from './team.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
@@ -11,5 +12,6 @@ import { register as registerBrainCommands } from './brain.ts'
 export const commandModules: Array<(program: Command, cli: CliContext) => void> = [
   registerNodeCommands,
   registerModelCommands,
-  registerBrainCommands
+  registerBrainCommands,
+  registerTeamCommands
 ]

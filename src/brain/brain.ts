@@ -69,6 +69,8 @@ export interface Brain {
   stats: () => BrainStats
   exportFile: (file: string) => { lines: number }
   exportLines: () => Generator<string>
+  /** The signed export line of one memory, relation or retraction by id (undefined: not held). */
+  signedLine: (id: string) => string | undefined
   importFile: (file: string, options?: ImportOptions) => Promise<ImportSummary>
   importLines: (lines: Iterable<string>, options?: ImportOptions) => ImportSummary
 }
@@ -171,6 +173,7 @@ export function createBrain (options: BrainOptions): Brain {
     stats: () => need().stats(),
     exportFile: (target) => need().porter.exportFile(target),
     exportLines: () => need().porter.exportLines(),
+    signedLine: (id) => need().porter.signedLine(id),
     importFile: async (source, opts) => await need().porter.importFile(source, opts),
     importLines: (lines, opts) => need().porter.importLines(lines, opts)
   }

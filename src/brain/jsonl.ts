@@ -113,6 +113,8 @@ function schemaParse<T> (schema: z.ZodType<T>, value: unknown): T {
 export interface Porter {
   exportFile: (file: string) => { lines: number }
   exportLines: () => Generator<string>
+  /** The signed export line of one memory, relation or retraction (what a team shard carries). */
+  signedLine: (id: string) => string | undefined
   importFile: (file: string, options?: ImportOptions) => Promise<ImportSummary>
   importLines: (lines: Iterable<string>, options?: ImportOptions) => ImportSummary
 }
@@ -166,34 +168,53 @@ export function createPorter (ctx: BrainContext, memories: Memories, graph: Grap
     return row.public_key.toString('hex')
   }
 
+  const memoryById = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE id = ?')
+  const relationById = db.prepare<[string], RelationRow>('SELECT * FROM relations WHERE id = ?')
+  const retractionById = db.prepare<[string], RetractionRow>('SELECT * FROM retractions WHERE id = ?')
+
+  function lineOfMemory (row: MemoryRow): string {
+    const r = memoryRecordOfRow(row)
+    return JSON.stringify({
+      type: 'memory', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
+      key: r.key, content: r.content, kind: r.kind, topic: r.topic, tags: r.tags, visibility: r.visibility,
+      confidence: r.confidence / 1000, valid_from: isoTime(r.valid_from), valid_to: isoTime(r.valid_to), created_at: isoTime(r.created_at),
+      supersedes: r.supersedes, version: r.version
+    })
+  }
+
+  function lineOfRelation (row: RelationRow): string {
+    const r = graph.relationRecordOfRow(row)
+    return JSON.stringify({
+      type: 'relation', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
+      subject: r.subject, predicate: r.predicate, object: r.object, confidence: r.confidence / 1000,
+      valid_from: isoTime(r.valid_from), valid_to: isoTime(r.valid_to), created_at: isoTime(r.created_at), source_memory: r.source_memory
+    })
+  }
+
+  function lineOfRetraction (row: RetractionRow): string {
+    const r = retractionRecordOfRow(row)
+    return JSON.stringify({
+      type: 'retraction', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
+      target: r.target, target_type: r.target_type, reason: r.reason, created_at: isoTime(r.created_at)
+    })
+  }
+
   function * exportLines (): Generator<string> {
     for (const e of allEntities.iterate()) {
       yield JSON.stringify({ type: 'entity', entity_type: e.type, name: e.name, aliases: aliasesOf.all(e.seq).map((a) => a.alias).filter((a) => a !== e.name) })
     }
-    for (const row of allMemories.iterate()) {
-      const r = memoryRecordOfRow(row)
-      yield JSON.stringify({
-        type: 'memory', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
-        key: r.key, content: r.content, kind: r.kind, topic: r.topic, tags: r.tags, visibility: r.visibility,
-        confidence: r.confidence / 1000, valid_from: isoTime(r.valid_from), valid_to: isoTime(r.valid_to), created_at: isoTime(r.created_at),
-        supersedes: r.supersedes, version: r.version
-      })
-    }
-    for (const row of allRelations.iterate()) {
-      const r = graph.relationRecordOfRow(row)
-      yield JSON.stringify({
-        type: 'relation', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
-        subject: r.subject, predicate: r.predicate, object: r.object, confidence: r.confidence / 1000,
-        valid_from: isoTime(r.valid_from), valid_to: isoTime(r.valid_to), created_at: isoTime(r.created_at), source_memory: r.source_memory
-      })
-    }
-    for (const row of allRetractions.iterate()) {
-      const r = retractionRecordOfRow(row)
-      yield JSON.stringify({
-        type: 'retraction', id: row.id, author: r.author, author_key: keyHex(r.author), signature: row.signature.toString('base64'),
-        target: r.target, target_type: r.target_type, reason: r.reason, created_at: isoTime(r.created_at)
-      })
-    }
+    for (const row of allMemories.iterate()) yield lineOfMemory(row)
+    for (const row of allRelations.iterate()) yield lineOfRelation(row)
+    for (const row of allRetractions.iterate()) yield lineOfRetraction(row)
+  }
+
+  function signedLine (id: string): string | undefined {
+    const memory = memoryById.get(id)
+    if (memory !== undefined) return lineOfMemory(memory)
+    const relation = relationById.get(id)
+    if (relation !== undefined) return lineOfRelation(relation)
+    const retraction = retractionById.get(id)
+    return retraction !== undefined ? lineOfRetraction(retraction) : undefined
   }
 
   function exportFile (file: string): { lines: number } {
@@ -416,5 +437,5 @@ export function createPorter (ctx: BrainContext, memories: Memories, graph: Grap
     return writer.finish()
   }
 
-  return { exportFile, exportLines, importFile, importLines }
+  return { exportFile, exportLines, signedLine, importFile, importLines }
 }

@@ -1,7 +1,7 @@
 /**
- * Canonical JSON for shard bodies: object keys sorted, no whitespace, only strings, integers,
- * booleans, null, arrays and objects. The same value always gives the same bytes, so bodies can be
- * compared and hashed. Floats are refused (use integers, e.g. thousandths).
+ * Canonical JSON for shard bodies: object keys sorted by UTF-16 code units, no whitespace,
+ * numbers in ECMAScript's shortest round-trip form (as RFC 8785 JCS), no NaN or Infinity. The same
+ * value always gives the same bytes, so a body has exactly one encoding.
  */
 export function canonicalJson (value: unknown): string {
   if (value === null) return 'null'
@@ -9,8 +9,8 @@ export function canonicalJson (value: unknown): string {
     case 'string': return JSON.stringify(value)
     case 'boolean': return value ? 'true' : 'false'
     case 'number':
-      if (!Number.isSafeInteger(value)) throw new TypeError(`canonical JSON holds only safe integers, got ${value}`)
-      return String(value)
+      if (!Number.isFinite(value)) throw new TypeError(`canonical JSON holds only finite numbers, got ${value}`)
+      return JSON.stringify(value)
     case 'object': {
       if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
       const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)

@@ -7,3 +7,4 @@ export { canonicalJson, encodeCanonicalJson, decodeCanonicalJson } from './canon
 export { teamTopic } from './topics.ts'
 export { ShardRejectedError, TeamError, UnknownTeamError, InviteError } from './errors.ts'
 export { openShardStore, type ShardStore, type TeamRow } from './store.ts'
+export { createBrainBridge, PrivateMemoryError, type BrainBridge, type TeamRecallHit } from './brain-bridge.ts'

@@ -21,7 +21,7 @@ import { validateShard, type AcceptedShard } from './validator.ts'
 /** How the brain takes part: it checks record bodies and indexes accepted records for recall. */
 export interface TeamMemoryPort {
   checkBody: (shard: Shard) => void
-  /** Runs inside the shard-insert transaction; returns shard id → brain record id. */
+  /** Indexes the records of newly accepted shards (before they are stored); returns shard id → brain record id. */
   ingest: (shards: Shard[]) => Map<string, string>
 }
 
@@ -87,6 +87,8 @@ export interface TeamService {
   isMember: (teamId: string, peer: PeerId) => boolean
   /** Reconciles a team with one peer now (anti-entropy runs on connect and periodically anyway). */
   syncWith: (peer: PeerId, teamId: string, options?: { signal?: AbortSignal }) => Promise<SyncStats>
+  /** Attaches the brain (checks and indexes record bodies); set before start. */
+  setMemoryPort: (port: TeamMemoryPort) => void
   readonly store: ShardStore
   readonly clock: HybridClock
   /** Fires 'shard' (detail: Shard) for every newly stored shard. */
@@ -140,23 +142,25 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     return view
   }
 
+  let memories = options.memories
   const context = {
     store,
     membership,
     now,
     maxClockSkewMs,
-    checkBody: options.memories?.checkBody
+    checkBody: (shard: Shard) => { memories?.checkBody(shard) }
   }
 
   const commit = (items: AcceptedShard[], origin: string): Shard[] => {
-    const links = new Map<string, string>()
+    // the brain indexes the records first, in its own transaction (brain.db on its own
+    // connection): a crash between the two leaves a record without its shard, and the next sync
+    // brings the shard again (the brain's import is idempotent), so nothing is lost or doubled
+    const content = items.map((i) => i.shard).filter((s) => s.kind === 'memory' || s.kind === 'relation' || s.kind === 'retraction')
+    const links = content.length > 0 && memories != null ? memories.ingest(content) : new Map<string, string>()
     const freshIds = store.insert(items.map((i) => ({ ...i, origin })), (fresh) => {
-      const content = fresh.filter((s) => s.kind === 'memory' || s.kind === 'relation' || s.kind === 'retraction')
-      if (content.length > 0 && options.memories != null) {
-        for (const [shardId, recordId] of options.memories.ingest(content)) {
-          store.setRecordId(shardId, recordId)
-          links.set(shardId, recordId)
-        }
+      for (const shard of fresh) {
+        const recordId = links.get(shard.id)
+        if (recordId != null) store.setRecordId(shard.id, recordId)
       }
     })
     const freshSet = new Set(freshIds)
@@ -269,6 +273,26 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     cascades.set(teamId, { timer, sources })
   }
 
+  const pendingSyncs = new Map<string, { timer: NodeJS.Timeout, peers: Map<string, PeerId> }>()
+  const scheduleSync = (teamId: string, peers: PeerId[]): void => {
+    if (!running) return
+    let pending = pendingSyncs.get(teamId)
+    if (pending == null) {
+      const entry = { peers: new Map<string, PeerId>(), timer: setTimeout(() => {
+        pendingSyncs.delete(teamId)
+        for (const peer of entry.peers.values()) {
+          void sync.syncWith(peer, teamId, { signal: AbortSignal.timeout(120_000) }).catch((err) => {
+            logger.debug({ err: (err as Error).message, teamId }, 'post-publish sync failed')
+          })
+        }
+      }, 300) }
+      entry.timer.unref()
+      pending = entry
+      pendingSyncs.set(teamId, pending)
+    }
+    for (const peer of peers) pending.peers.set(peer.toString(), peer)
+  }
+
   // a member just admitted (or re-admitted) who is connected: catch them up now rather than at
   // the next periodic round
   const onMembershipChange = (shard: Shard): void => {
@@ -357,6 +381,11 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     const result = acceptShards([shard.bytes], 'local', teamId)
     if (result.rejected.length > 0) throw new ShardRejectedError(result.rejected[0].code, result.rejected[0].message)
     await gossip(shard)
+    // gossip reaches only peers whose subscription we already know; connected members it could
+    // not reach get a reconciliation shortly after instead
+    const subscribers = new Set(mesh.libp2p.services.pubsub.getSubscribers(teamTopic(teamId)).map((p) => p.toString()))
+    const unreached = mesh.libp2p.getPeers().filter((p) => !subscribers.has(p.toString()) && isMember(teamId, p))
+    if (unreached.length > 0) scheduleSync(teamId, unreached)
     return shard
   }
 
@@ -382,7 +411,9 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     trustOf: (brainId) => options.trust?.[brainId] ?? 1,
     shardOfRecord: (recordId) => store.shardOfRecord(recordId),
     syncWith: async (peer, teamId, syncOptions) => await sync.syncWith(peer, teamId, syncOptions),
+    setMemoryPort: (port) => { memories = port },
     async start () {
+      if (running) return
       running = true
       await sync.start()
       mesh.libp2p.addEventListener('peer:connect', onPeerConnect)
@@ -396,10 +427,13 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
       admissionTimer.unref()
     },
     async stop () {
+      if (!running) return
       running = false
       if (admissionTimer != null) clearInterval(admissionTimer)
       for (const { timer } of cascades.values()) clearTimeout(timer)
       cascades.clear()
+      for (const { timer } of pendingSyncs.values()) clearTimeout(timer)
+      pendingSyncs.clear()
       mesh.libp2p.removeEventListener('peer:connect', onPeerConnect)
       await mesh.libp2p.unhandle(JOIN_PROTOCOL)
       for (const team of store.teams()) {

@@ -81,9 +81,10 @@ export function validateShard (bytes: Uint8Array, context: ValidationContext, ex
     case 'memory':
     case 'relation':
     case 'retraction': {
+      // the body is the brain's signed export line of the record (docs/protocols.md#shard-bodies)
       const body = parseBodyObject(shard)
-      if (body.record !== shard.kind) throw new ShardRejectedError('ERR_SHARD_BAD_BODY', `a ${shard.kind} shard carries a ${shard.kind} record, not ${String(body.record)}`)
-      if (body.author !== shard.author) throw new ShardRejectedError('ERR_SHARD_BAD_BODY', 'the record names another author than the shard')
+      if (body.type !== shard.kind) throw new ShardRejectedError('ERR_SHARD_BAD_BODY', `a ${shard.kind} shard carries a ${shard.kind} record, not ${String(body.type)}`)
+      if (body.author !== shard.author || body.author_key !== shard.authorKey) throw new ShardRejectedError('ERR_SHARD_BAD_BODY', 'the record names another author than the shard')
       if (shard.kind === 'memory' && body.visibility !== shard.visibility) throw new ShardRejectedError('ERR_SHARD_BAD_BODY', 'the memory record and the shard disagree on visibility')
       context.checkBody?.(shard)
       return { shard }

@@ -2,8 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { createTeamService, type TeamService } from '../../src/team/index.ts'
-import { createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
+import { createBrainBridge, createTeamService, type TeamService } from '../../src/team/index.ts'
+import { alteredMemoryBody, createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
 
 async function formTeam (teams: TeamService[]): Promise<string> {
   const { teamId } = await teams[0].createTeam('field-notes')
@@ -36,7 +36,7 @@ test('a partitioned swarm converges after the partition heals', async (t) => {
     }
   }
   for (let k = 0; k < 10; k++) {
-    for (const i of [0, 4]) await team.teams[i].publish(teamId, 'memory', memoryBody(nodes[i].identity.brainId, `side ${sideOf(i)} note ${k}`), 'team')
+    for (const i of [0, 4]) await team.teams[i].publish(teamId, 'memory', memoryBody(nodes[i], `side ${sideOf(i)} note ${k}`), 'team')
   }
   await waitForCount(team.teams.slice(0, 3), teamId, 16)
   await waitForCount(team.teams.slice(3), teamId, 16)
@@ -57,15 +57,12 @@ test('a late joiner with an invite catches up on everything written before it jo
   const teamId = await formTeam(team.teams)
   for (let k = 0; k < 150; k++) {
     const i = k % 3
-    await team.teams[i].publish(teamId, 'memory', memoryBody(team.swarm.nodes[i].identity.brainId, `earlier work ${k}`), 'team')
+    await team.teams[i].publish(teamId, 'memory', memoryBody(team.swarm.nodes[i], `earlier work ${k}`), 'team')
   }
   await waitForCount(team.teams, teamId, 153)
   const { token } = await team.teams[1].createInvite(teamId).catch(async () => await team.teams[0].createInvite(teamId))
   const late = await team.swarm.addNode()
-  const db = new Database(join(late.dataDir, 'team.db'))
-  const lateTeam = createTeamService({ identity: late.identity, mesh: late.mesh, db, logger: late.logger })
-  await lateTeam.start()
-  t.after(async () => { await lateTeam.stop(); db.close() })
+  const lateTeam = late.team
   await lateTeam.join(token)
   await late.mesh.connect(team.swarm.nodes[0].mesh.addresses()[0])
   await waitForCount([lateTeam, ...team.teams], teamId, 154, 30_000)
@@ -85,11 +82,11 @@ test('a node restarted mid-sync loses and duplicates nothing, and sync resumes',
   // B goes away; A writes a lot
   await b.stop()
   await nodeB.mesh.libp2p.hangUp(nodeA.mesh.peerId)
-  for (let k = 0; k < 400; k++) await a.publish(teamId, 'memory', memoryBody(nodeA.identity.brainId, `while B was away ${k}`), 'team')
+  for (let k = 0; k < 400; k++) await a.publish(teamId, 'memory', memoryBody(nodeA, `while B was away ${k}`), 'team')
   // B comes back with a fresh service over the same database, syncs, and is cut off midway
-  const dbB = (b.store as unknown as { db?: Database.Database }).db
-  void dbB
-  const first = createTeamService({ identity: nodeB.identity, mesh: nodeB.mesh, db: new Database(join(nodeB.dataDir, 'team.db')), logger: nodeB.logger, syncIntervalMs: 0 })
+  const open = (): TeamService => createTeamService({ identity: nodeB.identity, mesh: nodeB.mesh, db: new Database(join(nodeB.dataDir, 'brain.db')), logger: nodeB.logger, syncIntervalMs: 0 })
+  const first = open()
+  first.setMemoryPort(createBrainBridge({ brain: nodeB.brain, team: first, logger: nodeB.logger }).port)
   await first.start()
   let seen = 0
   first.events.addEventListener('shard', () => { seen++ })
@@ -106,7 +103,8 @@ test('a node restarted mid-sync loses and duplicates nothing, and sync resumes',
   const midway = first.store.count(teamId)
   assert.ok(midway >= 52 && midway <= 402, `stored ${midway} before the cut`)
   // restart: everything arrives exactly once
-  const second = createTeamService({ identity: nodeB.identity, mesh: nodeB.mesh, db: new Database(join(nodeB.dataDir, 'team.db')), logger: nodeB.logger, syncIntervalMs: 0 })
+  const second = open()
+  second.setMemoryPort(createBrainBridge({ brain: nodeB.brain, team: second, logger: nodeB.logger }).port)
   await second.start()
   t.after(async () => { await second.stop() })
   const delivered = new Map<string, number>()
@@ -121,4 +119,6 @@ test('a node restarted mid-sync loses and duplicates nothing, and sync resumes',
   assert.equal(second.store.count(teamId), a.store.count(teamId))
   assert.ok([...delivered.values()].every((n) => n === 1))
   assert.equal(delivered.size, 402 - midway)
+  // and B's brain holds each of A's 400 memories exactly once
+  assert.equal(nodeB.brain.stats().memories.bySource.team, 400)
 })

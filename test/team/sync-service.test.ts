@@ -40,6 +40,8 @@ function assertDeliveredOnce (store: TestStore): void {
 
 async function withSwarm (nodes: number, fn: (swarm: Swarm) => Promise<void>): Promise<void> {
   const swarm = await createSwarm({ nodes, topology: 'full' })
+  // these tests run their own sync services over bare stores: set the nodes' team services aside
+  for (const node of swarm.nodes) await node.team.stop()
   try {
     await fn(swarm)
   } finally {
@@ -228,6 +230,7 @@ test('a node stopped mid-sync and restarted converges, losing and duplicating no
 
       // the same identity and the same store (what SQLite kept) come back as a new process
       const restarted = await swarm.addNode({ identity: nodeB.identity })
+      await restarted.team.stop()
       members.add(restarted.mesh.peerId.toString())
       const serviceB2 = await serve(restarted, b, members, small)
       try {

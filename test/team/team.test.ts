@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { generateEd25519, identityFromKeyPair } from '../../src/identity/index.ts'
 import { createShard, decodeShard, MAX_SHARD_BYTES, ShardRejectedError, type TeamService } from '../../src/team/index.ts'
-import { createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
+import { alteredMemoryBody, createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
 
 async function formTeam (teams: TeamService[]): Promise<string> {
   const { teamId } = await teams[0].createTeam('research')
@@ -21,7 +21,7 @@ test('forged, wrong-team, unknown-author, oversized, malformed, replayed and fut
   const teamId = await formTeam([a, b])
   const nodeA = team.swarm.nodes[0]
   const before = b.store.count(teamId)
-  const good = createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'good'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
+  const good = createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA, 'good'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
 
   const expectRejected = (bytes: Uint8Array, code: string): void => {
     const result = b.acceptShards([bytes], 'test', teamId)
@@ -37,21 +37,21 @@ test('forged, wrong-team, unknown-author, oversized, malformed, replayed and fut
   const tampered = new Uint8Array(forged.content); tampered[tampered.length - 1] ^= 1
   expectRejected(ShardWire.encode({ content: tampered, signature: new Uint8Array(forged.signature) }), 'ERR_SHARD_BAD_SIGNATURE')
   // wrong team
-  const otherTeam = createShard(nodeA.identity, { teamId: 'ab'.repeat(32), kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'x'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
+  const otherTeam = createShard(nodeA.identity, { teamId: 'ab'.repeat(32), kind: 'memory', body: memoryBody(nodeA, 'x'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } })
   expectRejected(otherTeam.bytes, 'ERR_SHARD_WRONG_TEAM')
   // unknown author
   const stranger = await identityFromKeyPair(generateEd25519())
-  expectRejected(createShard(stranger, { teamId, kind: 'memory', body: memoryBody(stranger.brainId, 'hi'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_UNKNOWN_AUTHOR')
+  expectRejected(createShard(stranger, { teamId, kind: 'memory', body: alteredMemoryBody(nodeA, 'hi', { author: stranger.brainId, author_key: Buffer.from(stranger.publicKey).toString('hex') }), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_UNKNOWN_AUTHOR')
   // oversized
-  assert.throws(() => createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'x'.repeat(MAX_SHARD_BYTES)), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }), ShardRejectedError)
+  assert.throws(() => createShard(nodeA.identity, { teamId, kind: 'memory', body: new TextEncoder().encode('x'.repeat(MAX_SHARD_BYTES)), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }), ShardRejectedError)
   expectRejected(new Uint8Array(MAX_SHARD_BYTES + 1), 'ERR_SHARD_TOO_LARGE')
   // malformed
   expectRejected(new Uint8Array([0xff, 0xff, 0xff, 0x01]), 'ERR_SHARD_MALFORMED')
   expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: new TextEncoder().encode('{"not":"canonical" }'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_BAD_BODY')
   // a memory record claiming another author
-  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(stranger.brainId, 'impersonation'), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_BAD_BODY')
+  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: alteredMemoryBody(nodeA, 'impersonation', { author: stranger.brainId }), visibility: 'team', hlc: { wallMs: Date.now(), counter: 0 } }).bytes, 'ERR_SHARD_BAD_BODY')
   // dated far in the future
-  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA.identity.brainId, 'future'), visibility: 'team', hlc: { wallMs: Date.now() + 3_600_000, counter: 0 } }).bytes, 'ERR_SHARD_CLOCK_SKEW')
+  expectRejected(createShard(nodeA.identity, { teamId, kind: 'memory', body: memoryBody(nodeA, 'future'), visibility: 'team', hlc: { wallMs: Date.now() + 3_600_000, counter: 0 } }).bytes, 'ERR_SHARD_CLOCK_SKEW')
   assert.equal(b.store.count(teamId), before)
   // replayed: the first delivery is stored, the replay changes nothing
   assert.equal(b.acceptShards([good.bytes], 'test', teamId).accepted.length, 1)
@@ -98,7 +98,7 @@ test('a removed member\'s new shards are rejected everywhere; its earlier ones s
   await waitForCount(team.teams, teamId, 4)
   const [admin, , , leaving] = team.teams
   const leavingNode = team.swarm.nodes[3]
-  const early = await leaving.publish(teamId, 'memory', memoryBody(leavingNode.identity.brainId, 'before removal'), 'team')
+  const early = await leaving.publish(teamId, 'memory', memoryBody(leavingNode, 'before removal'), 'team')
   await waitForCount(team.teams, teamId, 5)
   await admin.removeMember(teamId, leavingNode.identity.brainId)
   await waitForCount(team.teams, teamId, 6)
@@ -107,7 +107,7 @@ test('a removed member\'s new shards are rejected everywhere; its earlier ones s
     assert.ok(service.store.has(early.id))
   }
   // the removed node still believes it may publish; nobody accepts it
-  const late = createShard(leavingNode.identity, { teamId, kind: 'memory', body: memoryBody(leavingNode.identity.brainId, 'after removal'), visibility: 'team', hlc: { wallMs: Date.now() + 1, counter: 0 } })
+  const late = createShard(leavingNode.identity, { teamId, kind: 'memory', body: memoryBody(leavingNode, 'after removal'), visibility: 'team', hlc: { wallMs: Date.now() + 1, counter: 0 } })
   for (const service of team.teams.slice(0, 3)) {
     const result = service.acceptShards([late.bytes], 'test', teamId)
     assert.equal(result.rejected[0]?.code, 'ERR_SHARD_REVOKED_AUTHOR')
@@ -123,8 +123,8 @@ test('disputes and supersession carry provenance; superseding another author\'s 
   const [a, b] = team.teams
   const [nodeA, nodeB] = team.swarm.nodes
   const teamId = await formTeam([a, b])
-  const original = await a.publish(teamId, 'memory', memoryBody(nodeA.identity.brainId, 'the meeting is on Monday'), 'team')
-  const update = await a.publish(teamId, 'memory', memoryBody(nodeA.identity.brainId, 'the meeting moved to Tuesday'), 'team', [original.id])
+  const original = await a.publish(teamId, 'memory', memoryBody(nodeA, 'the meeting is on Monday'), 'team')
+  const update = await a.publish(teamId, 'memory', memoryBody(nodeA, 'the meeting moved to Tuesday'), 'team', [original.id])
   const dispute = await b.dispute(teamId, update.id, 'the calendar still says Monday')
   await waitForCount([a, b], teamId, 5)
   const seenByA = a.provenance(update.id)
@@ -132,7 +132,7 @@ test('disputes and supersession carry provenance; superseding another author\'s 
   assert.equal(seenByA?.disputes[0].author, nodeB.identity.brainId)
   assert.equal(seenByA?.disputes[0].disputeId, dispute.id)
   assert.deepEqual(b.provenance(original.id)?.supersededBy, [update.id])
-  await assert.rejects(b.publish(teamId, 'memory', memoryBody(nodeB.identity.brainId, 'hijack'), 'team', [original.id]), (err: unknown) => err instanceof ShardRejectedError && err.code === 'ERR_SHARD_BAD_SUPERSEDES')
+  await assert.rejects(b.publish(teamId, 'memory', memoryBody(nodeB, 'hijack'), 'team', [original.id]), (err: unknown) => err instanceof ShardRejectedError && err.code === 'ERR_SHARD_BAD_SUPERSEDES')
 })
 
 test('10 nodes form a team by invites and converge on shards published at random nodes', async (t) => {
@@ -149,7 +149,7 @@ test('10 nodes form a team by invites and converge on shards published at random
   for (let i = 0; i < 40; i++) {
     const author = team.teams[(i * 7) % 10]
     const node = team.swarm.nodes[(i * 7) % 10]
-    const shard = await author.publish(teamId, 'memory', memoryBody(node.identity.brainId, `finding number ${i}`), 'team')
+    const shard = await author.publish(teamId, 'memory', memoryBody(node, `finding number ${i}`), 'team')
     published.push(shard.id)
   }
   await waitForCount(team.teams, teamId, 50)

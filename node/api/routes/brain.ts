@@ -38,7 +38,8 @@ const rememberBody = z.object({
   visibility: z.enum(VISIBILITIES).optional(),
   confidence: z.number().optional(),
   validFrom: time.nullish(),
-  validTo: time.nullish()
+  validTo: time.nullish(),
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 hex characters').optional()
 }).strict()
 
 const recallBody = z.object({
@@ -49,6 +50,7 @@ const recallBody = z.object({
   visibility: z.enum(VISIBILITIES).optional(),
   author: text.optional(),
   verifySignatures: z.boolean().optional(),
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 hex characters').optional(),
   ...asOfFields
 }).strict()
 
@@ -89,14 +91,19 @@ export const brainRoutes: Route[] = [
     method: 'POST',
     path: '/api/brain/remember',
     maxBodyBytes: 1024 * 1024,
-    handler: async ({ node, body }) => node.brain.remember(parseBody(rememberBody, body))
+    handler: async ({ node, body }) => {
+      const { team, ...input } = parseBody(rememberBody, body)
+      // through the bridge: visibility team or wider shares it with the team (the only one, or --team)
+      return await node.shared.remember(input, team)
+    }
   },
   {
     method: 'POST',
     path: '/api/brain/recall',
     maxBodyBytes: 128 * 1024,
     handler: async ({ node, body }) => {
-      const { query, asOf, axis, validAt, ...options } = parseBody(recallBody, body)
+      const { query, asOf, axis, validAt, team, ...options } = parseBody(recallBody, body)
+      if (team !== undefined) return node.shared.recall(query, team, { limit: options.limit })
       return node.brain.recall(query, { ...options, asOf: asOfFrom({ asOf, axis, validAt }) })
     }
   },
@@ -150,7 +157,8 @@ export const brainRoutes: Route[] = [
     maxBodyBytes: 16 * 1024,
     handler: async ({ node, body }) => {
       const { target, reason } = parseBody(forgetBody, body)
-      return { retractions: node.brain.forget(target, reason) }
+      // retractions of shared records go to the teams that hold them
+      return { retractions: await node.shared.forget(target, reason) }
     }
   },
   {

@@ -2,6 +2,7 @@ import type { Route } from '../router.ts'
 import { createMetricsRoutes } from './metrics.ts'
 import { nodeRoutes } from './node.ts'
 import { brainRoutes } from './brain.ts'
+import { teamRoutes } from './team.ts'
 
 /**
  * Every control-API route. A module adds its routes by exporting a Route[] from
@@ -10,5 +11,6 @@ import { brainRoutes } from './brain.ts'
 export const allRoutes: Route[] = [
   ...nodeRoutes,
   ...brainRoutes,
+  ...teamRoutes,
   ...createMetricsRoutes()
 ]
