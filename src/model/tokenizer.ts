@@ -1,5 +1,6 @@
 import { Tokenizer } from '@huggingface/tokenizers'
 import { Template } from '@huggingface/jinja'
+import { InvalidInputError } from '../util/index.ts'
 import { ModelConfigError } from './errors.ts'
 
 export const MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
@@ -62,12 +63,17 @@ export class TextTokenizer {
       if (value !== null && typeof value === 'object' && 'content' in value && typeof value.content === 'string') return value.content
       return ''
     }
-    return this.template.render({
-      messages,
-      add_generation_prompt: true,
-      bos_token: special('bos_token'),
-      eos_token: special('eos_token')
-    })
+    try {
+      return this.template.render({
+        messages,
+        add_generation_prompt: true,
+        bos_token: special('bos_token'),
+        eos_token: special('eos_token')
+      })
+    } catch (err) {
+      // Templates refuse conversations they cannot render (raise_exception): the input's fault.
+      throw new InvalidInputError(`the chat template refused the conversation: ${(err as Error).message}`, { cause: err })
+    }
   }
 }
 
