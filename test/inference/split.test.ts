@@ -85,3 +85,32 @@ test('f16 weights stay close to f32', async () => {
     await dir.cleanup()
   }
 })
+
+test('quantized (int8, int4) splits equal their unsplit model; Qwen2 biases and tied LM head', async () => {
+  const dir = await tempDir()
+  const opened: LocalModel[] = []
+  try {
+    const source = await tinyCheckpoint(join(dir.path, 'ckpt'), { family: 'qwen2', tieWordEmbeddings: true })
+    const data = join(dir.path, 'data')
+    for (const quant of ['int8', 'int4'] as const) {
+      await importModel(data, { source, name: quant, quant, dtype: 'f16' })
+      const whole = await LocalModel.open({ dataDir: data, name: quant, threads: 1 })
+      opened.push(whole)
+      assert.equal(whole.manifest.tensors['layers.0.q'].quant?.bits, quant === 'int8' ? 8 : 4)
+      assert.equal(whole.manifest.tensors.lm_head.quant?.bits, 8)
+      assert.equal(whole.manifest.tensors.embed.dtype, 'f16')
+      const expected = await run(whole)
+      for (const splits of [[1], [1, 2, 3]]) {
+        const split = await LocalModel.open({ dataDir: data, name: quant, splits, threads: 1 })
+        opened.push(split)
+        const got = await run(split)
+        let diff = 0
+        for (let i = 0; i < expected.length; i++) diff = Math.max(diff, maxAbsDiff(got[i], expected[i]))
+        assert.ok(diff <= 1e-5, `${quant} split ${splits.join(',')}: ${diff}`)
+      }
+    }
+  } finally {
+    for (const model of opened) await model.close()
+    await dir.cleanup()
+  }
+})
