@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { SIGNATURE_CONTEXTS } from '../identity/index.ts'
 import { BlockCoder, type PlaneData } from './blocks.ts'
 import { UsxfFormatError } from './errors.ts'
-import { StagingRing, sha256 } from './hash.ts'
+import { hashTransferred, sha256 } from './hash.ts'
 import {
-  CHUNK_PREFIX, RECORD_CHUNK, RECORD_HEADER, RECORD_TRAILER, allocateRecord, blockBytes, largestBlockBytes, encodeHeaderBody, encodeTrailerBody, layoutOf, makeRecord,
+  CHUNK_PREFIX, DTYPE_BYTES, RECORD_CHUNK, RECORD_HEADER, RECORD_OVERHEAD, RECORD_TRAILER, allocateRecord, blockBytes, blockRows, largestBlockBytes, encodeHeaderBody, encodeTrailerBody, layoutOf, makeRecord,
   payloadSize, sealRecord, signedMessage, validateHeader, type Layout, type TrailerInfo, type UsxfHeaderInfo, type UsxfQuantization
 } from './format.ts'
 
@@ -104,40 +104,83 @@ export class UsxfEncoder {
     const { header, layout, headroom } = this
     const headerBody = encodeHeaderBody(header)
     yield makeRecord(RECORD_HEADER, headerBody, headroom)
-    const coder = new BlockCoder(layout, header.dtype, header.quantization, header.quantGroup)
-    const largest = largestBlockBytes(layout, header.dtype, header.quantization, header.quantGroup)
-    const ring = new StagingRing(largest)
-    const digests: Array<Promise<Uint8Array>> = []
+    const hashes: Uint8Array[] = []
     let chunkIndex = 0
     let payloadBytes = 0
-    for (let b = 0; b < layout.blockCount; b++) {
-      const size = blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup)
-      const block = (await ring.acquire()).subarray(0, size)
-      coder.encode(this.planes, b, block)
-      for (let offset = 0; offset < size; offset += header.chunkBytes) {
-        const length = Math.min(header.chunkBytes, size - offset)
-        const { buffer, bodyOffset } = allocateRecord(RECORD_CHUNK, CHUNK_PREFIX + length, headroom)
-        const view = new DataView(buffer.buffer, bodyOffset, CHUNK_PREFIX)
-        view.setUint32(0, chunkIndex, true)
-        view.setUint32(4, b, true)
-        view.setUint32(8, offset, true)
-        buffer.set(block.subarray(offset, offset + length), bodyOffset + CHUNK_PREFIX)
-        chunkIndex++
-        payloadBytes += length
-        yield sealRecord(buffer, headroom)
-      }
-      // hashed once its chunks are out; the worker hashes it while the next block is encoded
-      const digest = ring.hash(block)
-      digest.catch(() => {})
-      digests.push(digest)
+    // Block b's records go to the worker to be hashed (moved, not copied) while block b + 1 is
+    // prepared; they are yielded when they come back.
+    let inFlight: Promise<{ digest: Uint8Array, buffers: ArrayBuffer[] }> | null = null
+    for (const block of this.blockRecords()) {
+      chunkIndex += block.length
+      payloadBytes += block.reduce((sum, record) => sum + record.byteLength - headroom - RECORD_OVERHEAD - CHUNK_PREFIX, 0)
+      // (the records' memory moves to the worker here: they are not touched again until it is back)
+      const hashing = hashTransferred(block.map((record) => record.subarray(headroom + 5 + CHUNK_PREFIX, record.byteLength - 4)))
+      hashing.catch(() => {})
+      if (inFlight !== null) yield * this.settle(await inFlight, hashes)
+      inFlight = hashing
     }
-    const hashes = await Promise.all(digests)
+    if (inFlight !== null) yield * this.settle(await inFlight, hashes)
     const blockHashes = new Uint8Array(32 * hashes.length)
     hashes.forEach((h, i) => blockHashes.set(h, i * 32))
     const unsigned = { blockCount: layout.blockCount, chunkCount: chunkIndex, payloadBytes, blockHashes }
     const signature = this.signer.sign(SIGNATURE_CONTEXTS.usxfHeader, signedMessage(sha256(headerBody), unsigned))
     this.finished = { ...unsigned, signature }
     yield makeRecord(RECORD_TRAILER, encodeTrailerBody(this.finished), headroom)
+  }
+
+  private * settle (hashed: { digest: Uint8Array, buffers: ArrayBuffer[] }, hashes: Uint8Array[]): Generator<Uint8Array> {
+    hashes.push(hashed.digest)
+    for (const buffer of hashed.buffers) yield new Uint8Array(buffer)
+  }
+
+  /**
+   * The sealed chunk records of each block in turn. Raw values are copied from the planes straight
+   * into the records; quantized ones are encoded into a staging buffer first.
+   */
+  private * blockRecords (): Generator<Uint8Array[]> {
+    const { header, layout, headroom } = this
+    const coder = new BlockCoder(layout, header.dtype, header.quantization, header.quantGroup)
+    const staging = header.quantization === 'none' ? null : new Uint8Array(largestBlockBytes(layout, header.dtype, header.quantization, header.quantGroup))
+    const valueBytes = DTYPE_BYTES[header.dtype]
+    let chunkIndex = 0
+    for (let b = 0; b < layout.blockCount; b++) {
+      const size = blockBytes(layout, b, header.dtype, header.quantization, header.quantGroup)
+      const records: Uint8Array[] = []
+      for (let offset = 0; offset < size; offset += header.chunkBytes) {
+        const length = Math.min(header.chunkBytes, size - offset)
+        const { buffer, bodyOffset } = allocateRecord(RECORD_CHUNK, CHUNK_PREFIX + length, headroom)
+        const view = new DataView(buffer.buffer, bodyOffset, CHUNK_PREFIX)
+        view.setUint32(0, chunkIndex++, true)
+        view.setUint32(4, b, true)
+        view.setUint32(8, offset, true)
+        records.push(buffer)
+      }
+      const payloadStart = headroom + 5 + CHUNK_PREFIX
+      if (staging === null) {
+        // the block is each plane's rows in turn: copy them across record boundaries
+        const { rowStart, rowEnd } = blockRows(layout, b)
+        const bytes = (rowEnd - rowStart) * layout.width * valueBytes
+        let record = 0
+        let at = 0
+        for (const plane of this.planes) {
+          let source = new Uint8Array(plane.buffer, plane.byteOffset + rowStart * layout.width * valueBytes, bytes)
+          while (source.byteLength > 0) {
+            const room = records[record].byteLength - payloadStart - 4 - at
+            const n = Math.min(room, source.byteLength)
+            records[record].set(source.subarray(0, n), payloadStart + at)
+            source = source.subarray(n)
+            at += n
+            if (at === records[record].byteLength - payloadStart - 4) { record++; at = 0 }
+          }
+        }
+      } else {
+        const block = staging.subarray(0, size)
+        coder.encode(this.planes, b, block)
+        records.forEach((record, i) => record.set(block.subarray(i * header.chunkBytes, i * header.chunkBytes + record.byteLength - payloadStart - 4), payloadStart))
+      }
+      for (const record of records) sealRecord(record, headroom)
+      yield records
+    }
   }
 }
 

@@ -14,14 +14,21 @@ const WORKER_MIN_BYTES = 64 * 1024
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
-parentPort.on('message', ({ id, buffer, length }) => {
-  const digest = new Uint8Array(createHash('sha256').update(new Uint8Array(buffer, 0, length)).digest())
-  parentPort.postMessage({ id, digest, buffer }, [buffer])
+parentPort.on('message', ({ id, buffers, ranges }) => {
+  const hash = createHash('sha256')
+  for (let i = 0; i < buffers.length; i++) hash.update(new Uint8Array(buffers[i], ranges[i][0], ranges[i][1]))
+  parentPort.postMessage({ id, digest: new Uint8Array(hash.digest()), buffers }, buffers)
 })
 `
 
+interface Hashed {
+  digest: Uint8Array
+  /** The buffers, back from the worker, in the order given. */
+  buffers: ArrayBuffer[]
+}
+
 interface Pending {
-  resolve: (result: { digest: Uint8Array, buffer: ArrayBuffer }) => void
+  resolve: (result: Hashed) => void
   reject: (err: Error) => void
 }
 
@@ -36,12 +43,12 @@ function hashWorker (): Worker | null {
   try {
     const created = new Worker(WORKER_SOURCE, { eval: true })
     created.unref()
-    created.on('message', ({ id, digest, buffer }: { id: number, digest: Uint8Array, buffer: ArrayBuffer }) => {
+    created.on('message', ({ id, digest, buffers }: { id: number, digest: Uint8Array, buffers: ArrayBuffer[] }) => {
       const entry = pending.get(id)
       pending.delete(id)
       // an idle worker must not keep the process alive
       if (pending.size === 0) created.unref()
-      entry?.resolve({ digest, buffer })
+      entry?.resolve({ digest, buffers })
     })
     const fail = (err: Error): void => {
       broken = true
@@ -63,10 +70,31 @@ export function sha256 (bytes: Uint8Array): Uint8Array {
 }
 
 /**
+ * SHA-256 over the concatenation of `views`, on the worker when it is worth it. Each view's whole
+ * ArrayBuffer is *moved* to the worker and back (the views themselves become unusable: use the
+ * returned buffers), so every view must own its buffer and no two may share one.
+ */
+export async function hashTransferred (views: readonly Uint8Array[]): Promise<Hashed> {
+  const total = views.reduce((sum, v) => sum + v.byteLength, 0)
+  const target = total >= WORKER_MIN_BYTES ? hashWorker() : null
+  if (target === null) {
+    const hash = createHash('sha256')
+    for (const view of views) hash.update(view)
+    return { digest: new Uint8Array(hash.digest()), buffers: views.map((v) => v.buffer as ArrayBuffer) }
+  }
+  const id = nextId++
+  const result = new Promise<Hashed>((resolve, reject) => { pending.set(id, { resolve, reject }) })
+  const buffers = views.map((v) => v.buffer as ArrayBuffer)
+  target.ref()
+  target.postMessage({ id, buffers, ranges: views.map((v) => [v.byteOffset, v.byteLength]) }, buffers)
+  return await result
+}
+
+/**
  * Block buffers used in turn. `acquire()` hands out the next one (waiting until its last hash has
- * brought it back); `hash(view)` hashes the first `view.byteLength` bytes of the acquired buffer,
- * on the worker when it is worth it. After `hash` the view must not be used: its memory is with
- * the worker until the digest arrives. At most `slots` blocks are in flight.
+ * brought it back); `hash(view)` hashes the first `view.byteLength` bytes of the acquired buffer.
+ * After `hash` the view must not be used: its memory is with the worker until the digest arrives.
+ * At most `slots` blocks are in flight.
  */
 export class StagingRing {
   private readonly buffers: Array<Promise<ArrayBuffer>>
@@ -87,20 +115,9 @@ export class StagingRing {
 
   /** SHA-256 of `view` (a prefix of the buffer `acquire()` just returned). */
   async hash (view: Uint8Array): Promise<Uint8Array> {
-    const slot = this.current
-    const target = view.byteLength >= WORKER_MIN_BYTES ? hashWorker() : null
-    if (target === null) {
-      const digest = sha256(view)
-      this.buffers[slot] = Promise.resolve(view.buffer as ArrayBuffer)
-      return digest
-    }
-    const id = nextId++
-    const result = new Promise<{ digest: Uint8Array, buffer: ArrayBuffer }>((resolve, reject) => { pending.set(id, { resolve, reject }) })
-    // the slot is free again when the worker hands the buffer back (a fresh one if it failed)
-    this.buffers[slot] = result.then((r) => r.buffer, () => new ArrayBuffer(this.bytes))
-    target.ref()
-    const buffer = view.buffer as ArrayBuffer
-    target.postMessage({ id, buffer, length: view.byteLength }, [buffer])
+    const result = hashTransferred([view])
+    // the slot is free again when the buffer is back (a fresh one if the worker failed)
+    this.buffers[this.current] = result.then((r) => r.buffers[0], () => new ArrayBuffer(this.bytes))
     return (await result).digest
   }
 }
