@@ -13,6 +13,11 @@ export interface LocalModelOptions extends StageOptions {
    * embeddings), 2-4 and 4-6 (with the LM head). Default: one unsplit stage.
    */
   splits?: number[]
+  /**
+   * Longest prompt slice run in one pass (default 512): bounds the attention scores of a long
+   * prefill ([query heads x chunk x context] per layer) without changing the result.
+   */
+  prefillChunk?: number
 }
 
 export interface TokenEvent {
@@ -56,10 +61,13 @@ export class ModelSession {
   readonly caches: KvCache[]
   /** Every token fed so far (prompt and generated), i.e. the replay history. */
   readonly tokens: number[] = []
+  private readonly prefillChunk: number
 
-  constructor (stages: readonly Stage[]) {
+  constructor (stages: readonly Stage[], prefillChunk = 512) {
+    if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new InvalidInputError('prefillChunk must be a positive integer')
     this.stages = stages
     this.caches = stages.map((s) => s.newCache())
+    this.prefillChunk = prefillChunk
   }
 
   get length (): number {
@@ -68,6 +76,19 @@ export class ModelSession {
 
   /** Feeds tokens at the next positions; returns logits [rows, vocab] (all rows or the last). */
   async forward (tokens: readonly number[], options: { allLogits?: boolean } = {}): Promise<Float32Array> {
+    if (tokens.length <= this.prefillChunk) return await this.forwardPass(tokens, options)
+    const parts: Float32Array[] = []
+    for (let at = 0; at < tokens.length; at += this.prefillChunk) {
+      const logits = await this.forwardPass(tokens.slice(at, at + this.prefillChunk), options)
+      if (options.allLogits === true || at + this.prefillChunk >= tokens.length) parts.push(logits)
+    }
+    const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0))
+    let offset = 0
+    for (const part of parts) { out.set(part, offset); offset += part.length }
+    return out
+  }
+
+  private async forwardPass (tokens: readonly number[], options: { allLogits?: boolean }): Promise<Float32Array> {
     let hidden: Float32Array | undefined
     let logits: Float32Array | undefined
     for (let i = 0; i < this.stages.length; i++) {
@@ -92,10 +113,13 @@ export class LocalModel implements TextGenerator {
   readonly tokenizer: TextTokenizer | null
   readonly stages: readonly Stage[]
 
-  private constructor (manifest: ModelManifest, tokenizer: TextTokenizer | null, stages: Stage[]) {
+  private readonly prefillChunk: number
+
+  private constructor (manifest: ModelManifest, tokenizer: TextTokenizer | null, stages: Stage[], prefillChunk: number) {
     this.manifest = manifest
     this.tokenizer = tokenizer
     this.stages = stages
+    this.prefillChunk = prefillChunk
   }
 
   static async open (options: LocalModelOptions): Promise<LocalModel> {
@@ -111,7 +135,7 @@ export class LocalModel implements TextGenerator {
       for (const stage of stages) await stage.close()
       throw err
     }
-    return new LocalModel(manifest, tokenizer, stages)
+    return new LocalModel(manifest, tokenizer, stages, options.prefillChunk ?? 512)
   }
 
   get maxContext (): number {
@@ -119,7 +143,7 @@ export class LocalModel implements TextGenerator {
   }
 
   newSession (): ModelSession {
-    return new ModelSession(this.stages)
+    return new ModelSession(this.stages, this.prefillChunk)
   }
 
   encodePrompt (request: Pick<GenerateRequest, 'prompt' | 'promptIds' | 'messages'>): number[] {

@@ -34,6 +34,24 @@ test('prefill in one pass equals token-by-token decode', async () => {
   assert.equal(stepwise.caches[1].length, prompt.length)
 })
 
+test('chunked prefill equals one pass', async () => {
+  const prompt = Array.from({ length: 11 }, (_, i) => 3 + i * 17)
+  const once = await model.newSession().forward(prompt, { allLogits: true })
+  const chunked = await LocalModel.open({ dataDir: data, name: 'tiny', splits: [2], threads: 1, maxContext: 64, prefillChunk: 4 })
+  try {
+    const session = chunked.newSession()
+    const all = await session.forward(prompt, { allLogits: true })
+    assert.equal(all.length, once.length)
+    assert.ok(maxAbsDiff(all, once) <= 1e-5)
+    const vocab = model.manifest.spec.vocabSize
+    const last = await chunked.newSession().forward(prompt)
+    assert.ok(maxAbsDiff(last, once.subarray(once.length - vocab)) <= 1e-5)
+    assert.equal(session.caches[0].length, 11)
+  } finally {
+    await chunked.close()
+  }
+})
+
 test('a stage cache exported into a fresh session continues identically', async () => {
   const prompt = [1, 4, 8, 15, 16, 23, 42]
   const source = model.newSession()
