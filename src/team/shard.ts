@@ -59,8 +59,16 @@ export function shardIdOf (content: Uint8Array): string {
   return createHash('sha256').update(content).digest('hex')
 }
 
-function brainIdOfKey (publicKey: Uint8Array): string {
-  return createHash('sha256').update(publicKey).digest('hex')
+// a team has few authors and every shard names one: hash each key once
+const brainIdCache = new Map<string, string>()
+function brainIdOfKey (publicKeyHex: string): string {
+  let id = brainIdCache.get(publicKeyHex)
+  if (id === undefined) {
+    id = createHash('sha256').update(Buffer.from(publicKeyHex, 'hex')).digest('hex')
+    if (brainIdCache.size > 65_536) brainIdCache.clear()
+    brainIdCache.set(publicKeyHex, id)
+  }
+  return id
 }
 
 /** Builds, signs and encodes a shard authored by `identity`. */
@@ -121,11 +129,12 @@ export function decodeShard (bytes: Uint8Array, options: { verify?: boolean } = 
   for (const superseded of sortedSupersedes) {
     if (superseded === id) throw new ShardRejectedError('ERR_SHARD_BAD_SUPERSEDES', 'a shard cannot supersede itself')
   }
+  const authorKey = hex(content.author)
   return {
     id,
     teamId: hex(content.teamId),
-    authorKey: hex(content.author),
-    author: brainIdOfKey(content.author),
+    authorKey,
+    author: brainIdOfKey(authorKey),
     kind,
     body: content.body,
     visibility,

@@ -1,0 +1,163 @@
+// Team benchmark: shard signature verification on one core, catch-up of an offline node by
+// anti-entropy sync, and convergence of a swarm publishing at a steady rate.
+//   npm run bench:team [-- --json] [--verify-shards 20000] [--catchup-shards 100000]
+//                      [--nodes 20] [--shards 10000] [--rate 500] [--skip catchup,convergence]
+import { hashes as nobleHashes, verify as nobleVerify } from '@noble/ed25519'
+import { sha512 } from '@noble/hashes/sha2.js'
+import { performance } from 'node:perf_hooks'
+import { domainSeparated, generateEd25519, identityFromKeyPair, SIGNATURE_CONTEXTS } from '../src/identity/index.ts'
+import { createSwarm } from '../src/simulation/index.ts'
+import { createShard, decodeShard, encodeCanonicalJson, type Shard } from '../src/team/index.ts'
+import { benchFlags, intList, progress, report, rssMiB, summarize, type Cell } from './lib/index.ts'
+import { runSyncBench, syncTables, type SyncBenchResult } from './team-sync.ts'
+
+const flags = benchFlags({
+  'verify-shards': { default: '20000', description: 'shards verified in the single-core verification run' },
+  'catchup-shards': { default: '100000', description: 'shards written while a node was offline (catch-up run)' },
+  nodes: { default: '20', description: 'nodes in the convergence run (in-process, memory transport)' },
+  shards: { default: '10000', description: 'shards published in the convergence run' },
+  rate: { default: '500', description: 'publish rate of the convergence run, shards per second (whole swarm)' },
+  skip: { default: '', description: 'comma-separated runs to skip: verification, catchup, convergence' }
+})
+const skip = new Set((flags.values.skip ?? '').split(',').filter((s) => s !== ''))
+
+interface VerificationResult { shards: number, nodeCryptoPerSecond: number, noblePerSecond: number, decodeAndVerifyPerSecond: number }
+
+async function verification (count: number): Promise<VerificationResult> {
+  progress(`verification: signing ${count} shards`)
+  const author = await identityFromKeyPair(generateEd25519())
+  const shards: Shard[] = []
+  for (let i = 0; i < count; i++) {
+    shards.push(createShard(author, { teamId: 'ab'.repeat(32), kind: 'dispute', body: encodeCanonicalJson({ reason: `sample reason number ${i} `.padEnd(200, 'x'), target: 'cd'.repeat(32) }), visibility: 'team', hlc: { wallMs: 1_700_000_000_000 + i, counter: 0 } }))
+  }
+  // full shard decode + canonical check + node:crypto verify, as the validator does
+  let start = performance.now()
+  for (const shard of shards) decodeShard(shard.bytes)
+  const decodeAndVerifyPerSecond = count / ((performance.now() - start) / 1000)
+  start = performance.now()
+  const { verifySignature } = await import('../src/identity/index.ts')
+  for (const shard of shards) verifySignature(author.publicKey, SIGNATURE_CONTEXTS.shard, shard.content, shard.signature)
+  const nodeCryptoPerSecond = count / ((performance.now() - start) / 1000)
+  // the pure-JS verifier, side by side on a tenth of the shards
+  const sample = shards.slice(0, Math.max(100, Math.floor(count / 10)))
+  start = performance.now()
+  nobleHashes.sha512 = sha512
+  for (const shard of sample) nobleVerify(shard.signature, domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), author.publicKey)
+  const noblePerSecond = sample.length / ((performance.now() - start) / 1000)
+  return { shards: count, nodeCryptoPerSecond, noblePerSecond, decodeAndVerifyPerSecond }
+}
+
+interface ConvergenceResult {
+  nodes: number
+  shards: number
+  rate: number
+  publishSeconds: number
+  allHeldAfterLastPublishMs: number
+  deliveries: number
+  latencyMs: { p50: number, p90: number, p99: number, max: number }
+}
+
+/**
+ * N full nodes (brain, team service, gossip, sync) in one process; the whole swarm publishes team
+ * memories from random nodes at `rate`/s. Delivery latency = arrival at a node - publish time.
+ */
+async function convergence (nodes: number, total: number, rate: number): Promise<ConvergenceResult> {
+  progress(`convergence: starting ${nodes} nodes`)
+  const swarm = await createSwarm({ nodes, topology: 'random-k', k: 4, seed: 3, nodeOptions: () => ({ brain: { durability: 'normal' } }) })
+  try {
+    await swarm.connect()
+    await swarm.waitForTopology({ timeoutMs: 60_000 })
+    const [admin, ...others] = swarm.nodes
+    const { teamId } = await admin.team.createTeam('bench')
+    for (const node of others) {
+      const { token } = await admin.team.createInvite(teamId)
+      await node.team.join(token)
+    }
+    const membershipShards = nodes
+    progress('convergence: waiting for the membership log everywhere')
+    await waitAll(swarm.nodes.map((n) => n.team), teamId, membershipShards, 120_000)
+
+    const publishedAt = new Map<string, number>()
+    const latencies: number[] = []
+    for (const node of swarm.nodes) {
+      node.team.events.addEventListener('shard', (event) => {
+        const shard = (event as CustomEvent<Shard>).detail
+        const at = publishedAt.get(shard.id)
+        if (at !== undefined) latencies.push(performance.now() - at)
+      })
+    }
+    progress(`convergence: publishing ${total} shards at ${rate}/s from random nodes`)
+    const start = performance.now()
+    let lastPublish = start
+    for (let i = 0; i < total; i++) {
+      const due = start + (i * 1000) / rate
+      const wait = due - performance.now()
+      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
+      const node = swarm.nodes[Math.floor(Math.random() * nodes)]
+      const t = performance.now()
+      const result = await node.shared.remember({ content: `observation ${i}: reading ${Math.random().toFixed(6)} at station ${i % 97}`, visibility: 'team' }, teamId)
+      if (result.shared != null) publishedAt.set(result.shared.shardId, t)
+      lastPublish = performance.now()
+    }
+    const publishSeconds = (lastPublish - start) / 1000
+    progress('convergence: waiting until every node holds every shard')
+    await waitAll(swarm.nodes.map((n) => n.team), teamId, membershipShards + total, 600_000)
+    const allHeld = performance.now() - lastPublish
+    const summary = summarize(latencies)
+    return { nodes, shards: total, rate, publishSeconds, allHeldAfterLastPublishMs: allHeld, deliveries: latencies.length, latencyMs: { p50: summary.p50, p90: summary.p90, p99: summary.p99, max: summary.max } }
+  } finally {
+    await swarm.stop()
+  }
+}
+
+async function waitAll (teams: Array<{ store: { count: (t: string) => number }, events: EventTarget }>, teamId: string, count: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  await new Promise<void>((resolve, reject) => {
+    const check = (): void => {
+      if (teams.every((t) => t.store.count(teamId) >= count)) { cleanup(); resolve() } else if (performance.now() > deadline) { cleanup(); reject(new Error(`not converged within ${timeoutMs} ms: ${teams.map((t) => t.store.count(teamId)).join(',')}`)) }
+    }
+    const timer = setInterval(check, 100)
+    const cleanup = (): void => { clearInterval(timer); for (const t of teams) t.events.removeEventListener('shard', check) }
+    for (const t of teams) t.events.addEventListener('shard', check)
+    check()
+  })
+}
+
+const result: { verification?: VerificationResult, catchUp?: SyncBenchResult, convergence?: ConvergenceResult, rssMiB?: number } = {}
+const tables: Array<{ title: string, headers: string[], rows: Cell[][] }> = []
+const notes: string[] = []
+
+if (!skip.has('verification')) {
+  const v = await verification(intList(flags.values['verify-shards'], [20_000])[0])
+  result.verification = v
+  tables.push({
+    title: 'shard signature verification, one core',
+    headers: ['what', 'per second'],
+    rows: [
+      ['decode + canonical check + verify (validator path)', v.decodeAndVerifyPerSecond],
+      ['Ed25519 verify, node:crypto', v.nodeCryptoPerSecond],
+      ['Ed25519 verify, @noble/ed25519 (pure JS)', v.noblePerSecond]
+    ]
+  })
+  notes.push(`verification: ${Math.round(v.decodeAndVerifyPerSecond).toLocaleString('en-US')} shards/s through the validator (target >= 9,000); node:crypto / noble = ${(v.nodeCryptoPerSecond / v.noblePerSecond).toFixed(1)}x, measured side by side`)
+}
+if (!skip.has('catchup')) {
+  progress('catch-up: two nodes, one offline while shards were written')
+  const c = await runSyncBench({ shards: intList(flags.values['catchup-shards'], [100_000])[0], size: 300, base: 1000, verify: true, seed: 42 })
+  result.catchUp = c
+  tables.push(...syncTables(c))
+  notes.push(`catch-up: ${c.catchUp.seconds.toFixed(2)} s for ${c.catchUp.shardsMoved.toLocaleString('en-US')} shards (target <= 10 s), wire bytes ${c.catchUp.ratio.toFixed(3)}x the shards' own (target <= 1.2x), every shard's signature verified on arrival`)
+}
+if (!skip.has('convergence')) {
+  const c = await convergence(intList(flags.values.nodes, [20])[0], intList(flags.values.shards, [10_000])[0], intList(flags.values.rate, [500])[0])
+  result.convergence = c
+  tables.push({
+    title: `convergence: ${c.nodes} full nodes in one process (brain + team + gossip + sync), random-k topology`,
+    headers: ['shards', 'rate/s', 'publish s', 'deliveries', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'all held after last publish, ms'],
+    rows: [[c.shards, c.rate, c.publishSeconds, c.deliveries, c.latencyMs.p50, c.latencyMs.p90, c.latencyMs.p99, c.latencyMs.max, c.allHeldAfterLastPublishMs]]
+  })
+  notes.push(`convergence: every node held every shard ${(c.allHeldAfterLastPublishMs / 1000).toFixed(2)} s after the last publish (target <= 2 s); all ${c.nodes} nodes share this process's one JS thread, so each delivery's ~3 signature checks and brain insert queue behind every other node's`)
+}
+result.rssMiB = rssMiB()
+report(flags, result, tables, notes)
+process.exit(0)
