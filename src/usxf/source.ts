@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Identity } from '../identity/index.ts'
 import type { Logger } from '../util/index.ts'
-import { UsxfEncoder } from './encoder.ts'
+import { DEFAULT_BLOCK_TOKENS, DEFAULT_QUANT_GROUP, UsxfEncoder } from './encoder.ts'
 import { UsxfCommitUnknownError, UsxfFidelityError, UsxfFormatError, UsxfRefusedError } from './errors.ts'
 import { estimateWarmStart, probeLink, type WarmStartEstimate } from './estimate.ts'
 import { compareContinuations, greedyContinuation, type FidelityRecord } from './fidelity.ts'
@@ -96,11 +96,8 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     const manifest = model.manifest
     const spec = manifest.spec
     const positions = sessionPositions(session)
-    // 3. extract: a zero-copy snapshot of every layer; the session may not advance meanwhile (busy)
-    const snapshot = extractKv(session.caches)
-    const shareTokens = hosted.shareTokenIds && session.tokens.length === positions
-    const input = kvStateInput(manifest, snapshot, { tokenIds: shareTokens ? session.tokens : null })
     const rawBytes = positions * spec.numLayers * 2 * spec.numKvHeads * spec.headDim * 4
+    const sendBy = (): AbortSignal => AbortSignal.any([AbortSignal.timeout(ctx.readTimeoutMs), ...(signal !== undefined ? [signal] : [])])
 
     // 1. capability exchange
     wire = await MigrationWire.open(ctx.libp2p, peer, { signal })
@@ -117,13 +114,16 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
         quantizations: preferences.map(quantizationCode),
         fidelityTokens
       }
-    }, signal)
+    }, sendBy())
     const capabilities = await wire.expect('capabilities', read)
     const quantization = preferences.find((q) => capabilities.quantizations.includes(quantizationCode(q)))
     if (quantization === undefined) throw new UsxfRefusedError(`the target supports none of ${preferences.join(', ')}`)
 
     // 2. warm-start decision from the measured link and the target's measured prefill rate
-    const size = payloadSize({ ...input, quantization, quantGroup: 32, blockTokens: options.blockTokens ?? 64, chunkBytes })
+    const size = payloadSize({
+      kind: 'kv', layerStart: 0, layerEnd: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, hiddenSize: spec.hiddenSize, seqLen: positions,
+      dtype: 'f32', quantization, quantGroup: DEFAULT_QUANT_GROUP, blockTokens: options.blockTokens ?? DEFAULT_BLOCK_TOKENS, chunkBytes
+    })
     const wireBytes = size.payloadBytes + size.chunkCount * (RECORD_OVERHEAD + 12) + 4096
     const link = await probeLink(wire, wireBytes, read)
     const estimate = estimateWarmStart({
@@ -139,13 +139,18 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     const negotiateMs = performance.now() - started
     const base = { sessionId, peer: peer.toString(), estimate, positions, rawBytes }
     if (estimate.decision === 'reprefill') {
-      await wire.sendControl({ commit: { commit: false, reason: `declined: estimated transfer ${estimate.transferMs.toFixed(0)} ms vs re-prefill ${estimate.reprefillMs.toFixed(0)} ms` } }, signal)
-      await wire.close(signal)
+      await wire.sendControl({ commit: { commit: false, reason: `declined: estimated transfer ${estimate.transferMs.toFixed(0)} ms vs re-prefill ${estimate.reprefillMs.toFixed(0)} ms` } }, sendBy())
+      await wire.close(sendBy())
       ctx.sessions.releaseHold(sessionId)
       return { ...base, outcome: 'declined', quantization: null, streamBytes: 0, fidelity: null, timings: { totalMs: performance.now() - started, negotiateMs, transferMs: 0, targetDecodeMs: 0, targetAttachMs: 0, targetFidelityMs: 0, commitMs: 0 } }
     }
 
-    // 4-6. normalize (planes, quantization), signed transfer, CRC-checked streaming with flow control
+    // 3. extract: a zero-copy snapshot of every layer (the session is held, so it does not advance)
+    const snapshot = extractKv(session.caches)
+    const shareTokens = hosted.shareTokenIds && session.tokens.length === positions
+    // 4. normalize: canonical planes (views), the agreed quantization
+    const input = kvStateInput(manifest, snapshot, { tokenIds: shareTokens ? session.tokens : null })
+    // 5-6. signed transfer, CRC-checked streaming with flow control
     const probeToken = hosted.shareTokenIds && hosted.pendingToken !== null ? hosted.pendingToken : new DataView(migrationId.buffer).getUint32(0, true) % spec.vocabSize
     await wire.sendControl({
       begin: {
@@ -155,7 +160,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
         probeToken,
         windowBytes: WINDOW_BYTES
       }
-    }, signal)
+    }, sendBy())
     // The reference continuation runs on the source's session meanwhile: the runtime replaces cache
     // arrays rather than writing into them, so the snapshot being sent is unaffected.
     const ownContinuation = greedyContinuation(model, session, probeToken, fidelityTokens, referenceSignal)
@@ -174,7 +179,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
         sent += record.byteLength - 1 - RECORD_OVERHEAD - 12
       }
       streamBytes += record.byteLength - 1
-      await wire.sendRecord(record, AbortSignal.any([AbortSignal.timeout(ctx.readTimeoutMs), ...(signal !== undefined ? [signal] : [])]))
+      await wire.sendRecord(record, sendBy())
     }
     const attached = await wire.expect('attached', { signal, timeoutMs: ctx.attachTimeoutMs }, ['credit'])
     const transferMs = performance.now() - transferStarted
@@ -186,13 +191,13 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     const acceptable = fidelity.verdict === 'exact' || fidelity.verdict === 'context-exhausted' || fidelity.verdict === 'unchecked' || (fidelity.verdict === 'lossy-divergence' && acceptDivergence)
     if (!acceptable) {
       const reason = `fidelity ${fidelity.verdict}: ${fidelity.matching} of ${fidelity.compared} continuation tokens matched`
-      await wire.sendControl({ commit: { commit: false, reason } }, signal)
-      await wire.close(signal)
+      await wire.sendControl({ commit: { commit: false, reason } }, sendBy())
+      await wire.close(sendBy())
       throw Object.assign(new UsxfFidelityError(reason), { fidelity })
     }
     const commitStarted = performance.now()
     committing = true
-    await wire.sendControl({ commit: { commit: true, reason: '' } }, signal)
+    await wire.sendControl({ commit: { commit: true, reason: '' } }, sendBy())
     try {
       await wire.expect('committed', read)
     } catch (err) {
@@ -200,7 +205,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     }
     // The target holds the session now: release ours.
     ctx.sessions.remove(sessionId)
-    await wire.close(signal).catch(() => {})
+    await wire.close(sendBy()).catch(() => {})
     const commitMs = performance.now() - commitStarted
     ctx.logger.info({ sessionId, peer: peer.toString(), positions, quantization, verdict: fidelity.verdict }, 'session migrated out')
     return {
@@ -216,7 +221,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     await reference?.catch(() => {})
     ctx.sessions.releaseHold(sessionId)
     if (wire !== null && !committing) {
-      await wire.sendError(err, signal).catch(() => {})
+      await wire.sendError(err, AbortSignal.timeout(5000)).catch(() => {})
     }
     wire?.abort(err as Error)
     throw err
