@@ -7,9 +7,9 @@
  * the input are just text.
  *
  * Latency stays flat as the brain grows because BM25 is only ever computed over a bounded set of
- * rows (scoring costs about half a microsecond per matched row, so an OR over a word in half the
- * corpus would cost milliseconds). A small planner, using exact document frequencies (see
- * Indexer.documentFrequency), picks the MATCH:
+ * rows: scoring costs 0.5-2 µs per matched row (more as the index grows), so an OR over a word in
+ * half the corpus would cost milliseconds. A small planner, using exact document frequencies
+ * (see Indexer.documentFrequency), picks the MATCH:
  * - the rarest content terms, OR-ed, while their postings fit the budget; the common terms left
  *   out carry little IDF and still count in the fingerprint score, which covers every query term;
  * - when every term is common, their AND (rarest first), taking the newest matches and weighing
