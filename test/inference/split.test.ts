@@ -26,6 +26,8 @@ const SPLITS = [[1], [2], [3], [1, 2], [1, 3], [2, 3], [1, 2, 3]]
 for (const variant of [
   { label: 'Llama, untied, GQA 8/4', options: {} },
   { label: 'Qwen2 (q/k/v bias), tied', options: { family: 'qwen2' as const, tieWordEmbeddings: true } },
+  { label: 'Llama attention_bias (q/k/v/o), head_dim 16 != hidden/heads', options: { config: { attention_bias: true, head_dim: 16 } } },
+  { label: 'Mistral with a sliding window', options: { family: 'mistral' as const, config: { sliding_window: 32 } } },
   { label: 'Llama 3 rope scaling, MHA', options: { config: { num_key_value_heads: 8, rope_theta: 500000, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } } } }
 ]) {
   test(`${variant.label}: every split equals the unsplit model (f32, <= 1e-5) and the float64 reference (<= 1e-4)`, async () => {
