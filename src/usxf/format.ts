@@ -151,9 +151,23 @@ export function payloadSize (header: Pick<UsxfHeaderInfo, 'kind' | 'layerStart' 
 
 // ---- records ----
 
-/** Allocates a record of `bodyLength` with `headroom` free bytes in front; fill the body, then seal. */
+const UNZEROED_RECORD_BYTES = 64 * 1024
+
+/**
+ * Allocates a record of `bodyLength` with `headroom` free (zeroed) bytes in front; the caller must
+ * write the whole body, then seal. Large records skip zero-filling (the body is overwritten
+ * anyway) and always own their ArrayBuffer, so they can be moved to the hashing worker.
+ */
 export function allocateRecord (type: number, bodyLength: number, headroom = 0): { buffer: Uint8Array, bodyOffset: number } {
-  const buffer = new Uint8Array(headroom + RECORD_OVERHEAD + bodyLength)
+  const size = headroom + RECORD_OVERHEAD + bodyLength
+  let buffer: Uint8Array
+  if (size >= UNZEROED_RECORD_BYTES) {
+    const unsafe = Buffer.allocUnsafeSlow(size)
+    buffer = new Uint8Array(unsafe.buffer, unsafe.byteOffset, size)
+    buffer.fill(0, 0, headroom)
+  } else {
+    buffer = new Uint8Array(size)
+  }
   buffer[headroom] = type
   new DataView(buffer.buffer, buffer.byteOffset + headroom + 1, 4).setUint32(0, bodyLength, true)
   return { buffer, bodyOffset: headroom + 5 }
