@@ -62,6 +62,8 @@ export class Stage {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
+      // onnxruntime prints to stderr directly; keep only errors (they also surface as exceptions).
+      logSeverityLevel: 3,
       extra: {
         session: {
           model_external_initializers_file_folder_path: modelDir(dataDir, manifest.name),
