@@ -68,3 +68,15 @@ test('refuses bad configs with ERR_MODEL_CONFIG', () => {
   assert.throws(() => parseModelConfig('{not json'), ModelConfigError)
   assert.throws(() => parseModelConfig(JSON.stringify({ model_type: 'llama' })), ModelConfigError)
 })
+
+test('synthetic shapes have the real models\' configs', async () => {
+  const { synthConfig, SYNTH_SHAPES } = await import('../../src/model/index.ts')
+  const specs = Object.fromEntries(SYNTH_SHAPES.map((shape) => [shape, parseModelConfig(JSON.stringify(synthConfig({ shape })))]))
+  assert.deepEqual([specs['llama-1b'].numLayers, specs['llama-1b'].hiddenSize, specs['llama-1b'].numKvHeads, specs['llama-1b'].tieWordEmbeddings], [16, 2048, 8, true])
+  assert.equal(specs['llama-1b'].ropeScaling?.type, 'llama3')
+  assert.deepEqual([specs['llama-8b'].numLayers, specs['llama-8b'].intermediateSize], [32, 14336])
+  assert.deepEqual([specs['llama-70b'].numLayers, specs['llama-70b'].hiddenSize, specs['llama-70b'].numHeads], [80, 8192, 64])
+  assert.equal(parseModelConfig(JSON.stringify(synthConfig({ shape: 'llama-70b', layers: 2 }))).numLayers, 2)
+  assert.throws(() => synthConfig({ shape: 'gpt-5' as 'tiny' }), { code: 'ERR_INVALID_INPUT' })
+  assert.throws(() => synthConfig({ shape: 'tiny', layers: 0 }), { code: 'ERR_INVALID_INPUT' })
+})
