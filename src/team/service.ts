@@ -14,15 +14,26 @@ import { JOIN_PROTOCOL, sendJoin, serveJoins } from './join-protocol.ts'
 import { computeMembership, deriveTeamId, encodeMembershipOp, type MembershipOp, type MembershipView, type Role } from './membership.ts'
 import { createShard, decodeShard, type Shard, type ShardKind, type ShardVisibility } from './shard.ts'
 import { openShardStore, type ShardStore, type TeamRow } from './store.ts'
-import { createSyncService, MemoryReconcileSet, type SyncService, type SyncStats } from './sync/index.ts'
+import { createSyncService, MemoryReconcileSet, RESOURCE_SKILL_BUNDLE, type FetchResult, type SyncService, type SyncStats } from './sync/index.ts'
 import { teamTopic } from './topics.ts'
 import { validateShard, type AcceptedShard } from './validator.ts'
+import { createVerifyPool, type VerifyPool } from './verify-pool.ts'
+import { domainSeparated, SIGNATURE_CONTEXTS } from '../identity/index.ts'
 
 /** How the brain takes part: it checks record bodies and indexes accepted records for recall. */
 export interface TeamMemoryPort {
   checkBody: (shard: Shard) => void
   /** Indexes the records of newly accepted shards (before they are stored); returns shard id → brain record id. */
   ingest: (shards: Shard[]) => Map<string, string>
+}
+
+/** How the skills module takes part: it checks skill shard bodies and serves skill bundles by id. */
+export interface TeamSkillPort {
+  checkBody: (shard: Shard) => void
+  /** Bundles by id for a member of `teamId`, aligned with `ids` (undefined: not held, or not announced in that team). */
+  getBundles: (teamId: string, ids: Uint8Array[]) => Promise<Array<Uint8Array | undefined>>
+  /** Size limit of one bundle, both served and fetched. */
+  maxBundleBytes: number
 }
 
 export interface TeamServiceOptions {
@@ -79,7 +90,9 @@ export interface TeamService {
   publish: (teamId: string, kind: ShardKind, body: Uint8Array, visibility: ShardVisibility, supersedes?: string[]) => Promise<Shard>
   dispute: (teamId: string, shardId: string, reason: string) => Promise<Shard>
   /** Validates and stores shards from outside (gossip, sync, fetch). */
-  acceptShards: (shards: Uint8Array[], origin: string, expectedTeam?: string) => AcceptResult
+  acceptShards: (shards: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[]) => AcceptResult
+  /** Like acceptShards, for large batches: signatures are checked on worker threads first. */
+  acceptShardsParallel: (shards: Uint8Array[], origin: string, expectedTeam?: string) => Promise<AcceptResult>
   provenance: (shardId: string) => ShardProvenance | undefined
   shardOfRecord: (recordId: string) => string | undefined
   trustOf: (brainId: string) => number
@@ -89,6 +102,12 @@ export interface TeamService {
   syncWith: (peer: PeerId, teamId: string, options?: { signal?: AbortSignal }) => Promise<SyncStats>
   /** Attaches the brain (checks and indexes record bodies); set before start. */
   setMemoryPort: (port: TeamMemoryPort) => void
+  /** Attaches the skills module (checks skill shard bodies, serves bundles); set before start. */
+  setSkillPort: (port: TeamSkillPort) => void
+  /** Stored shards of one kind in a team, in (hlc, id) order. */
+  shardsOfKind: (teamId: string, kind: ShardKind) => Shard[]
+  /** Fetches skill bundles by id (at most 256) from a member over /permagent/fetch/1.0.0. */
+  fetchSkillBundles: (peer: PeerId, teamId: string, ids: Uint8Array[], options?: { signal?: AbortSignal, timeoutMs?: number }) => Promise<FetchResult>
   readonly store: ShardStore
   readonly clock: HybridClock
   /** Fires 'shard' (detail: Shard) for every newly stored shard. */
@@ -143,13 +162,15 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   }
 
   let memories = options.memories
+  let skills: TeamSkillPort | undefined
   const context = {
     store,
     membership,
     now,
     maxClockSkewMs,
-    checkBody: (shard: Shard) => { memories?.checkBody(shard) }
+    checkBody: (shard: Shard) => { if (shard.kind === 'skill') skills?.checkBody(shard); else memories?.checkBody(shard) }
   }
+  const shardsOfKindStatement = options.db.prepare('SELECT bytes FROM team_shards WHERE team_id = ? AND kind = ? ORDER BY hlc_wall, id').pluck()
 
   const commit = (items: AcceptedShard[], origin: string): Shard[] => {
     // the brain indexes the records first, in its own transaction (brain.db on its own
@@ -177,7 +198,26 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     return fresh
   }
 
-  const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string): AcceptResult => {
+  let verifyPool: VerifyPool | undefined
+  // batches below this size are verified inline: a round trip to a worker costs more
+  const PARALLEL_MIN_BATCH = 64
+
+  const acceptShardsParallel = async (list: Uint8Array[], origin: string, expectedTeam?: string): Promise<AcceptResult> => {
+    if (list.length < PARALLEL_MIN_BATCH) return acceptShards(list, origin, expectedTeam)
+    const items = list.map((bytes) => {
+      try {
+        const shard = decodeShard(bytes, { verify: false })
+        return { publicKey: Buffer.from(shard.authorKey, 'hex'), message: domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), signature: shard.signature }
+      } catch {
+        return { publicKey: new Uint8Array(0), message: new Uint8Array(0), signature: new Uint8Array(0) }
+      }
+    })
+    verifyPool ??= createVerifyPool()
+    const verified = await verifyPool.verify(items)
+    return acceptShards(list, origin, expectedTeam, verified)
+  }
+
+  const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[]): AcceptResult => {
     const result: AcceptResult = { accepted: [], duplicates: 0, rejected: [] }
     // membership first, one at a time: a batch may carry a join and the new member's shards
     const decodedKinds = list.map((bytes) => {
@@ -188,7 +228,7 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     const seen = new Set<string>()
     for (const index of order) {
       try {
-        const accepted = validateShard(list[index], context, expectedTeam)
+        const accepted = validateShard(list[index], context, expectedTeam, verified?.[index] === true)
         if (accepted == null || seen.has(accepted.shard.id)) { result.duplicates++; continue }
         seen.add(accepted.shard.id)
         if (accepted.shard.kind === 'membership') {
@@ -244,11 +284,12 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
         return ids.map((id) => found.get(Buffer.from(id).toString('hex')))
       },
       acceptShards: async (shards, acceptContext) => {
-        const result = acceptShards(shards, acceptContext.peer.toString(), acceptContext.teamId)
+        const result = await acceptShardsParallel(shards, acceptContext.peer.toString(), acceptContext.teamId)
         if (result.accepted.length > 0) scheduleCascade(acceptContext.teamId, acceptContext.peer)
         return { accepted: result.accepted.length, rejected: result.rejected.length }
       },
-      mayServe: (peer, id) => isMember(id, peer)
+      mayServe: (peer, id) => isMember(id, peer),
+      ...(skills != null ? { getResources: async (type: number, ids: Uint8Array[]) => type === RESOURCE_SKILL_BUNDLE && skills != null ? await skills.getBundles(teamId, ids) : ids.map(() => undefined), maxResourceBytes: skills.maxBundleBytes } : {})
     })
   }
 
@@ -408,10 +449,14 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     membership,
     isMember,
     acceptShards,
+    acceptShardsParallel,
     trustOf: (brainId) => options.trust?.[brainId] ?? 1,
     shardOfRecord: (recordId) => store.shardOfRecord(recordId),
     syncWith: async (peer, teamId, syncOptions) => await sync.syncWith(peer, teamId, syncOptions),
     setMemoryPort: (port) => { memories = port },
+    setSkillPort: (port) => { skills = port },
+    shardsOfKind: (teamId, kind) => (shardsOfKindStatement.all(teamId, kind) as Uint8Array[]).map((b) => decodeShard(new Uint8Array(b), { verify: false })),
+    fetchSkillBundles: async (peer, teamId, ids, fetchOptions = {}) => await sync.fetch(peer, teamId, ids, { ...fetchOptions, type: RESOURCE_SKILL_BUNDLE }),
     async start () {
       if (running) return
       running = true
@@ -440,6 +485,8 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
         try { unsubscribe(team.teamId) } catch {}
       }
       await sync.stop()
+      await verifyPool?.close()
+      verifyPool = undefined
       mesh.gater.removeRule('team-only')
     },
     async createTeam (name, createOptions = {}) {

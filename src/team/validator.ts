@@ -37,8 +37,9 @@ function parseBodyObject (shard: Shard): Record<string, unknown> {
  * shard's time, supersession only of the author's own shards, and the kind's body rules.
  * Returns undefined for a duplicate (already stored: ignore, do not penalise).
  */
-export function validateShard (bytes: Uint8Array, context: ValidationContext, expectedTeam?: string): AcceptedShard | undefined {
-  const shard = decodeShard(bytes)
+export function validateShard (bytes: Uint8Array, context: ValidationContext, expectedTeam?: string, signatureVerified = false): AcceptedShard | undefined {
+  // `signatureVerified`: the caller already checked this exact content's signature (worker pool)
+  const shard = decodeShard(bytes, { verify: !signatureVerified })
   if (expectedTeam != null && shard.teamId !== expectedTeam) throw new ShardRejectedError('ERR_SHARD_WRONG_TEAM', `shard is for team ${shard.teamId}, not ${expectedTeam}`)
   if (context.store.has(shard.id)) return undefined
   const membership = context.membership(shard.teamId)

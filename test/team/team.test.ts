@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { generateEd25519, identityFromKeyPair } from '../../src/identity/index.ts'
-import { createShard, decodeShard, MAX_SHARD_BYTES, ShardRejectedError, type TeamService } from '../../src/team/index.ts'
+import { createShard, decodeShard, encodeCanonicalJson, MAX_SHARD_BYTES, ShardRejectedError, type TeamService } from '../../src/team/index.ts'
 import { alteredMemoryBody, createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
 
 async function formTeam (teams: TeamService[]): Promise<string> {
@@ -160,4 +160,22 @@ test('10 nodes form a team by invites and converge on shards published at random
   // provenance: author and time on every node
   const provenance = team.teams[9].provenance(published[3])
   assert.equal(provenance?.author, team.swarm.nodes[(3 * 7) % 10].identity.brainId)
+})
+
+test('large batches are verified on worker threads with the same verdicts', async (t) => {
+  const team = await createTeamSwarm(2)
+  t.after(async () => { await team.stop() })
+  const [a, b] = team.teams
+  const [nodeA] = team.swarm.nodes
+  const teamId = await formTeam([a, b])
+  const shards = Array.from({ length: 120 }, (_, i) => createShard(nodeA.identity, { teamId, kind: 'dispute', body: encodeCanonicalJson({ target: 'ab'.repeat(32), reason: `reason ${i}` }), visibility: 'team', hlc: { wallMs: Date.now(), counter: i } }))
+  const { Shard: ShardWire } = await import('../../src/pb/team.ts')
+  const forged = decodeShard(shards[7].bytes)
+  const badSig = new Uint8Array(forged.signature); badSig[0] ^= 1
+  const list = shards.map((s) => s.bytes)
+  list[7] = ShardWire.encode({ content: new Uint8Array(forged.content), signature: badSig })
+  const result = await b.acceptShardsParallel(list, 'test', teamId)
+  assert.equal(result.accepted.length, 119)
+  assert.deepEqual(result.rejected.map((r) => r.code), ['ERR_SHARD_BAD_SIGNATURE'])
+  assert.equal(b.store.has(shards[7].id), false)
 })
