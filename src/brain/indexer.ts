@@ -14,7 +14,7 @@
 import type { Database, Statement } from 'better-sqlite3'
 import type { Logger } from '../util/index.ts'
 import type { Durability } from './db.ts'
-import { bandKeys, fingerprintFromBlob, minhash } from './fingerprint.ts'
+import { BAND_PAIRS_SQL, bandKeys, fingerprintFromBlob, minhash } from './fingerprint.ts'
 import { terms } from './text.ts'
 
 const FLUSH_DELAY_MS = 50
@@ -43,7 +43,7 @@ export interface Indexer {
 
 export function createIndexer (db: Database, durability: Durability, logger: Logger): Indexer {
   const insert: Statement = db.prepare('INSERT INTO memories_fts (rowid, terms, meta) VALUES (?, ?, ?)')
-  const insertBands: Statement = db.prepare('INSERT OR IGNORE INTO fingerprint_bands (band, memory) VALUES (?, ?), (?, ?), (?, ?), (?, ?)')
+  const insertBands: Statement = db.prepare(`INSERT OR IGNORE INTO fingerprint_bands (band, memory) VALUES ${BAND_PAIRS_SQL}`)
   const readIndexed = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE name = 'fts_seq'")
   const storeIndexed: Statement = db.prepare("INSERT INTO meta (name, value) VALUES ('fts_seq', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
   const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string, fingerprint: Buffer }>(
@@ -62,7 +62,7 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     if (queued.length === 0) return
     for (const [seq, termText, metaText, bands] of queued) {
       insert.run(seq, termText, metaText)
-      if (bands !== null) insertBands.run(bands[0], seq, bands[1], seq, bands[2], seq, bands[3], seq)
+      if (bands !== null) insertBands.run(bands.flatMap((band) => [band, seq]))
       if (seq > indexedSeq) indexedSeq = seq
       if (frequencies !== undefined) {
         for (const term of new Set((termText + ' ' + metaText).split(' '))) {

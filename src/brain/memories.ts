@@ -8,7 +8,7 @@ import { InvalidInputError } from '../util/index.ts'
 import { LOG_OP, rowDigest } from './chain.ts'
 import type { BrainContext } from './context.ts'
 import { NotFoundError } from './errors.ts'
-import { bandKeys, fingerprintFromBlob, fingerprintToBlob, jaccard, minhash, shingleSetOfTerms } from './fingerprint.ts'
+import { BAND_LIST_SQL, bandKeys, fingerprintFromBlob, fingerprintToBlob, jaccard, minhash, shingleSetOfTerms } from './fingerprint.ts'
 import { seal, toMilli, type MemoryRecord, type RetractionRecord, type Sealed } from './records.ts'
 import { memoryLocal, memoryOfRow, retractionLocal, retractionOfRow, type MemoryRow, type RetractionRow } from './rows.ts'
 import { isStopTerm, terms } from './text.ts'
@@ -68,16 +68,15 @@ export function createMemories (ctx: BrainContext): Memories {
   const { db, identity } = ctx
   const me = identity.brainId
 
-  const insertRow: Statement = db.prepare(`INSERT INTO memories (id, author, key, content, kind, topic, tags, visibility,
-    confidence, valid_from, valid_to, created_at, supersedes, version, signature, source, team_id, recorded_at,
-    duplicate_of, fingerprint, superseded_by, superseded_at, valid_end, retracted_at)
-    VALUES (@id, @author, @key, @content, @kind, @topic, @tags, @visibility, @confidence, @valid_from, @valid_to,
-    @created_at, @supersedes, @version, @signature, @source, @team_id, @recorded_at, @duplicate_of, @fingerprint,
-    @superseded_by, @superseded_at, @valid_end, @retracted_at)`)
+  // positional parameters: binding 24 named ones costs a property look-up each, per row
+  const MEMORY_COLUMNS = ['id', 'author', 'key', 'content', 'kind', 'topic', 'tags', 'visibility', 'confidence', 'valid_from',
+    'valid_to', 'created_at', 'supersedes', 'version', 'signature', 'source', 'team_id', 'recorded_at', 'duplicate_of',
+    'fingerprint', 'superseded_by', 'superseded_at', 'valid_end', 'retracted_at'] as const
+  const insertRow: Statement = db.prepare(`INSERT INTO memories (${MEMORY_COLUMNS.join(', ')}) VALUES (${MEMORY_COLUMNS.map(() => '?').join(', ')})`)
   // no DISTINCT (it costs a temporary b-tree per call): duplicates are dropped in candidatesFor
   const bandCandidates = db.prepare<number[], { seq: number, id: string, fingerprint: Buffer }>(`SELECT m.seq, m.id, m.fingerprint
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
-    WHERE b.band IN (?, ?, ?, ?) AND m.retracted_at IS NULL LIMIT ${MAX_DUPLICATE_CANDIDATES}`)
+    WHERE b.band IN (${BAND_LIST_SQL}) AND m.retracted_at IS NULL LIMIT ${MAX_DUPLICATE_CANDIDATES}`)
   const candidateBySeq = db.prepare<[number], { seq: number, id: string, fingerprint: Buffer }>('SELECT seq, id, fingerprint FROM memories WHERE seq = ? AND retracted_at IS NULL')
   const bySeq = db.prepare<[number], MemoryRow>('SELECT * FROM memories WHERE seq = ?')
   const byId = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE id = ?')
@@ -167,7 +166,7 @@ export function createMemories (ctx: BrainContext): Memories {
       valid_end: successor === undefined ? record.valid_to : (record.valid_to !== null && record.valid_to < successor.valid_from ? record.valid_to : successor.valid_from),
       retracted_at: retraction === undefined ? null : recordedAt
     }
-    const seq = Number(insertRow.run(row).lastInsertRowid)
+    const seq = Number(insertRow.run(MEMORY_COLUMNS.map((column) => row[column])).lastInsertRowid)
     row.seq = seq
     ctx.indexer.queue(seq, termList.join(' '), metaTerms(record.key, record.topic, record.tags), bands)
     if (record.supersedes !== null) {

@@ -107,7 +107,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
   }
   const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
-    WHERE b.band IN (@b0, @b1, @b2, @b3) AND ${filters} LIMIT 32`)
+    WHERE b.band IN (SELECT value FROM json_each(@bands)) AND ${filters} LIMIT 32`)
   const rowsBySeq = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE seq IN (SELECT value FROM json_each(?))')
   const authorKey = db.prepare<[string], { public_key: Buffer }>('SELECT public_key FROM authors WHERE id = ?')
   function plan (queryTerms: string[], count: number): MatchPlan | undefined {
@@ -200,8 +200,8 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     const queryContent = queryTerms.filter((t) => !isStopTerm(t))
     const querySet = shingleSetOfTerms(queryContent)
     if (querySet.length >= 3) {
-      const [b0, b1, b2, b3] = bandKeys(minhash(querySet))
-      for (const c of nearDuplicates.all({ ...params, b0, b1, b2, b3 }) as Candidate[]) if (!candidates.has(c.seq)) candidates.set(c.seq, c)
+      const bands = JSON.stringify(bandKeys(minhash(querySet)))
+      for (const c of nearDuplicates.all({ ...params, bands }) as Candidate[]) if (!candidates.has(c.seq)) candidates.set(c.seq, c)
     }
     if (candidates.size === 0) return { hits: [] }
 
