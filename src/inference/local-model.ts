@@ -1,7 +1,7 @@
 import { InvalidInputError } from '../util/index.ts'
 import { loadManifest, loadTokenizer, type ChatMessage, type ModelManifest, type StageSpan, type TextTokenizer } from '../model/index.ts'
-import { ContextFullError, StageInputError } from './errors.ts'
-import { KvCache } from './kv-cache.ts'
+import { ContextFullError, KvCacheMismatchError, StageInputError } from './errors.ts'
+import type { KvCache, KvCacheSnapshot } from './kv-cache.ts'
 import { Sampler, type SamplingOptions } from './sampler.ts'
 import { Stage, type StageOptions } from './stage.ts'
 
@@ -58,8 +58,11 @@ export interface TextGenerator {
 /** The stages of a model run in order, with one KV cache per stage. */
 export class ModelSession {
   readonly stages: readonly Stage[]
-  readonly caches: KvCache[]
-  /** Every token fed so far (prompt and generated), i.e. the replay history. */
+  caches: KvCache[]
+  /**
+   * Every token fed so far (prompt and generated), i.e. the replay history. Empty after a cache
+   * import without token ids (they may be private); positions come from the caches.
+   */
   readonly tokens: number[] = []
   private readonly prefillChunk: number
 
@@ -70,8 +73,33 @@ export class ModelSession {
     this.prefillChunk = prefillChunk
   }
 
+  /** Positions held (the caches' length). */
   get length (): number {
-    return this.tokens.length
+    return this.caches[0].length
+  }
+
+  /** Copies of every stage's cache, in stage order. */
+  exportCaches (): KvCacheSnapshot[] {
+    return this.caches.map((cache) => cache.export())
+  }
+
+  /**
+   * Replaces every stage's cache (e.g. after a migration). All snapshots must fit their stage and
+   * share one length; `tokens`, when given, must have that length. Nothing changes on failure.
+   */
+  importCaches (snapshots: readonly KvCacheSnapshot[], tokens?: readonly number[]): void {
+    if (snapshots.length !== this.caches.length) throw new KvCacheMismatchError(`${snapshots.length} snapshots for ${this.caches.length} stages`)
+    const length = snapshots[0]?.length ?? 0
+    if (snapshots.some((snap) => snap.length !== length)) throw new KvCacheMismatchError('snapshots of different lengths')
+    if (tokens !== undefined && tokens.length !== length) throw new KvCacheMismatchError(`${tokens.length} token ids for ${length} cached positions`)
+    const fresh = this.stages.map((stage, i) => {
+      const cache = stage.newCache()
+      cache.import(snapshots[i])
+      return cache
+    })
+    this.caches = fresh
+    this.tokens.length = 0
+    if (tokens !== undefined) this.tokens.push(...tokens)
   }
 
   /** Feeds tokens at the next positions; returns logits [rows, vocab] (all rows or the last). */

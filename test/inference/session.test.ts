@@ -66,6 +66,23 @@ test('a stage cache exported into a fresh session continues identically', async 
   assert.equal(maxAbsDiff(a, b), 0)
   // A snapshot of other layers is refused.
   assert.throws(() => target.caches[0].import(snapshots[1]), { code: 'ERR_KV_CACHE_MISMATCH' })
+
+  // Whole-session attach: generation continues exactly as on the source; bad attaches change nothing.
+  const continued = await model.generate({ promptIds: [7], maxTokens: 5, stopTokens: [] }, source)
+  const attached = model.newSession()
+  attached.importCaches(snapshots, prompt)
+  assert.throws(() => attached.importCaches(snapshots, [1, 2]), { code: 'ERR_KV_CACHE_MISMATCH' })
+  assert.throws(() => attached.importCaches([snapshots[1], snapshots[0], snapshots[2]]), { code: 'ERR_KV_CACHE_MISMATCH' })
+  assert.throws(() => attached.importCaches(snapshots.slice(1)), { code: 'ERR_KV_CACHE_MISMATCH' })
+  assert.equal(attached.length, prompt.length)
+  // the source fed [99] after the snapshot; feed it here too, then generate the same way
+  await attached.forward([99])
+  const resumed = await model.generate({ promptIds: [7], maxTokens: 5, stopTokens: [] }, attached)
+  assert.deepEqual(resumed.tokens, continued.tokens)
+  const anonymous = model.newSession()
+  anonymous.importCaches(snapshots)
+  assert.equal(anonymous.length, prompt.length)
+  assert.deepEqual(anonymous.tokens, [])
 })
 
 test('truncating caches rolls a session back', async () => {
