@@ -5,6 +5,7 @@ import { BRAIN_FILE, createBrain, type Brain, type BrainLimits, type Durability,
 import { createBrainBridge, createTeamService, type BrainBridge, type TeamService } from './team/index.ts'
 import { identityFromKeyPair, loadOrCreateKeyFile, type Identity } from './identity/index.ts'
 import { createMeshNode, type MeshNode, type PeerSummary } from './mesh/index.ts'
+import { createSkillsService, type SkillLimits, type SkillsService, type SkillTrustPolicy } from './skills/index.ts'
 import { silentLogger, type Logger } from './util/logger.ts'
 import { PERMAGENT_VERSION } from './version.ts'
 
@@ -32,6 +33,8 @@ export interface PermagentOptions {
   brain?: { limits?: Partial<BrainLimits>, ontology?: OntologyDefinition | string, durability?: Durability }
   /** Teams: per-author trust weights for recall ranking, anti-entropy period, clock-skew bound. */
   team?: { trust?: Record<string, number>, syncIntervalMs?: number, maxClockSkewMs?: number, now?: () => number }
+  /** Skills: the install trust policy (merged with dataDir/skills/policy.json), lower packing limits, clock. */
+  skills?: { policy?: SkillTrustPolicy, limits?: Partial<SkillLimits>, now?: () => number }
 }
 
 export interface NodeStatus {
@@ -63,6 +66,8 @@ export interface Permagent {
   readonly team: TeamService
   /** Remember/recall/forget across the brain and the teams (the one place records leave the node). */
   readonly shared: BrainBridge
+  /** Signed skills on the teams: publish, install, yank, activity suggestions (dataDir/skills). */
+  readonly skills: SkillsService
   readonly logger: Logger
   start: () => Promise<void>
   stop: () => Promise<void>
@@ -117,11 +122,23 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
   })
   const shared = createBrainBridge({ brain, team, logger: logger.child({ module: 'team' }) })
   team.setMemoryPort(shared.port)
+  const skills = createSkillsService({
+    dataDir: options.dataDir,
+    identity,
+    mesh,
+    team,
+    logger: logger.child({ module: 'skills' }),
+    policy: options.skills?.policy,
+    limits: options.skills?.limits,
+    now: options.skills?.now
+  })
+  team.setSkillPort(skills.teamPort)
 
   const services: NodeService[] = [
     { name: 'brain', start: brain.start, stop: brain.stop },
     { name: 'mesh', start: mesh.start, stop: mesh.stop },
-    { name: 'team', start: team.start, stop: async () => { await team.stop(); teamDb.close() } }
+    { name: 'team', start: team.start, stop: async () => { await team.stop(); teamDb.close() } },
+    { name: 'skills', start: skills.start, stop: skills.stop }
   ]
   const running: NodeService[] = []
   let startedAt: Date | null = null
@@ -146,6 +163,7 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     brain,
     team,
     shared,
+    skills,
     logger,
     get started () { return startedAt != null },
     async start () {

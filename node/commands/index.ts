@@ -4,6 +4,7 @@ import { register as registerNodeCommands } from './node.ts'
 import { register as registerModelCommands } from './model.ts'
 import { register as registerBrainCommands } from './brain.ts'
 import { register as registerTeamCommands } from './team.ts'
+import { register as registerSkillCommands } from './skills.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
@@ -13,5 +14,6 @@ export const commandModules: Array<(program: Command, cli: CliContext) => void> 
   registerNodeCommands,
   registerModelCommands,
   registerBrainCommands,
-  registerTeamCommands
+  registerTeamCommands,
+  registerSkillCommands
 ]

@@ -7,3 +7,13 @@ export {
   type SkillBundle, type SkillManifest, type ManifestFile, type SkillLimits
 } from './bundle.ts'
 export { parseAnnouncement, encodePublish, encodeYank, type SkillAnnouncement, type PublishAnnouncement, type YankAnnouncement } from './announce.ts'
+export { Catalog, parseSkillSpec, statusOf, checkUsable, type Publication, type PublicationStatus, type SkillSpec, type AnnouncedShard } from './catalog.ts'
+export { openSkillStore, type SkillStore, type InstallRecord } from './store.ts'
+export { bundleCid, findBundleProviders, provideBundle } from './providers.ts'
+export { openActivityLog, shapeOf, checkActivityEvent, ACTIVITY_NAME, type ActivityLog, type ActivityEvent, type ActivityKind, type Suggestion } from './activity.ts'
+export { loadPolicy, checkTrust, policySchema, type SkillTrustPolicy } from './policy.ts'
+export {
+  createSkillsService,
+  type SkillsService, type SkillsServiceOptions, type TeamSkillPort, type SkillSummary, type SkillDetails, type InstalledSkill, type SkillListing,
+  type PublishResult, type InstallOptions, type InstallResult, type UpgradeResult, type YankResult
+} from './service.ts'

@@ -1,7 +1,9 @@
+import assert from 'node:assert/strict'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { generateEd25519, identityFromKeyPair, type Identity } from '../../src/identity/index.ts'
+import { SkillError } from '../../src/skills/index.ts'
 
 export async function newIdentity (): Promise<Identity> {
   return await identityFromKeyPair(generateEd25519())
@@ -34,4 +36,14 @@ export async function writeSkill (dir: string, options: { md?: string, files?: R
     await writeFile(join(dir, path), content, { mode: path.endsWith('.sh') ? 0o755 : 0o644 })
   }
   return dir
+}
+
+/** Asserts that an operation is refused with a SkillError of this code (and message). */
+export async function assertRefused (promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof SkillError, `expected a SkillError, got ${String(err)}`)
+    assert.equal(err.code, code, err.message)
+    if (pattern != null) assert.match(err.message, pattern)
+    return true
+  })
 }

@@ -3,6 +3,7 @@ import { createMetricsRoutes } from './metrics.ts'
 import { nodeRoutes } from './node.ts'
 import { brainRoutes } from './brain.ts'
 import { teamRoutes } from './team.ts'
+import { skillsRoutes } from './skills.ts'
 
 /**
  * Every control-API route. A module adds its routes by exporting a Route[] from
@@ -12,5 +13,6 @@ export const allRoutes: Route[] = [
   ...nodeRoutes,
   ...brainRoutes,
   ...teamRoutes,
+  ...skillsRoutes,
   ...createMetricsRoutes()
 ]
