@@ -117,15 +117,21 @@ export class Catalog {
       candidates = candidates.filter((p) => p.author.startsWith(prefix))
       if (prefix.length < 8 || candidates.length === 0) throw new SkillError('ERR_SKILL_NOT_FOUND', `no skill ${spec.name} by an author whose brain id starts with ${options.author} (give at least 8 characters)${where}`)
     }
-    const authors = [...new Set(candidates.map((p) => p.author))]
-    if (authors.length > 1) throw new SkillError('ERR_SKILL_AMBIGUOUS', `${authors.length} authors publish a skill named ${spec.name}: ${authors.join(', ')}; say which with --author`)
     if (spec.version != null) {
       const exact = candidates.filter((p) => p.version === spec.version)
       if (exact.length === 0) throw new SkillError('ERR_SKILL_NOT_FOUND', `${spec.name} has no version ${spec.version}${where} (published: ${[...new Set(candidates.map((p) => p.version))].join(', ')})`)
-      return checkUsable(exact[0], options.allowYanked === true)
+      candidates = exact
     }
+    const authors = [...new Set(candidates.map((p) => p.author))]
+    if (authors.length > 1) throw new SkillError('ERR_SKILL_AMBIGUOUS', `${authors.length} authors publish a skill named ${spec.name}${spec.version != null ? `@${spec.version}` : ''}: ${authors.join(', ')}; say which with --author`)
+    if (spec.version != null) return checkUsable(candidates[0], options.allowYanked === true)
     const usable = candidates.filter((p) => statusOf(p) === 'available' || (options.allowYanked === true && statusOf(p) === 'yanked'))
-    if (usable.length === 0) return checkUsable(candidates[0], options.allowYanked === true)
+    if (usable.length === 0) {
+      if (new Set(candidates.map((p) => p.version)).size === 1) return checkUsable(candidates[0], options.allowYanked === true)
+      // the code is the newest version's reason; the message names every version's
+      const code = statusOf(candidates[0]) === 'equivocated' ? 'ERR_SKILL_EQUIVOCATION' : 'ERR_SKILL_YANKED'
+      throw new SkillError(code, `no version of ${spec.name} can be installed: ${candidates.map((p) => `${p.version} ${statusOf(p)}`).join(', ')}`)
+    }
     return usable.sort((a, b) => compareSemver(b.version, a.version))[0]
   }
 }
