@@ -56,6 +56,8 @@ export const DEFAULT_RECALL_TUNING: RecallTuning = {
 const MAX_QUERY_TERMS = 32
 const MAX_MATCH_TERMS = 12
 const MAX_AND_TERMS = 4
+/** Shingles (about four content words) from which a query also looks up its LSH near-duplicates. */
+const NEAR_DUPLICATE_QUERY_SHINGLES = 7
 const DAY_MS = 86_400_000
 
 interface MatchPlan {
@@ -199,7 +201,8 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     }
     const queryContent = queryTerms.filter((t) => !isStopTerm(t))
     const querySet = shingleSetOfTerms(queryContent)
-    if (querySet.length >= 3) {
+    // a query long enough to be a restatement of a memory also looks for its near-duplicates
+    if (querySet.length >= NEAR_DUPLICATE_QUERY_SHINGLES) {
       const bands = JSON.stringify(bandKeys(minhash(querySet)))
       for (const c of nearDuplicates.all({ ...params, bands }) as Candidate[]) if (!candidates.has(c.seq)) candidates.set(c.seq, c)
     }
