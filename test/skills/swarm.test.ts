@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Permagent } from '../../src/permagent.ts'
+import type { NetworkOptions, Permagent } from '../../src/permagent.ts'
 import { waitUntil } from '../../src/simulation/index.ts'
 import { encodePublish, findBundleProviders, packSkill, type SkillSummary } from '../../src/skills/index.ts'
 import { createShard } from '../../src/team/index.ts'
@@ -81,6 +81,31 @@ test('skills across a team: publish, install byte-identical, tamper, non-members
       return found.some((p) => p.equals(a.mesh.peerId)) ? found : undefined
     }, { timeoutMs: 20_000, what: 'a DHT provider record of A for the bundle' })
     assert.ok(providers.length >= 1)
+  })
+
+  await t.test('a member not connected to the only holder finds it through the DHT and fetches from it', async () => {
+    const solo = await a.skills.publish(await writeSkill(join(work, 'solo'), { md: skillMd({ name: 'solo' }) }), teamId)
+    // D joins through B (the invite names B's address) and keeps to one connection
+    const d = await team.swarm.addNode({ network: { targetPeers: 1 } as NetworkOptions })
+    await d.mesh.connect(b.mesh.addresses()[0], { signal: AbortSignal.timeout(10_000) })
+    const { token } = await a.team.createInvite(teamId, { bootstrap: b.mesh.addresses() })
+    await d.team.join(token)
+    const nodes = [a, b, c, d]
+    await waitUntil(() => nodes.every((n) => n.team.membership(teamId)?.isActiveMember(Buffer.from(d.identity.publicKey).toString('hex')) === true), {
+      events: nodes.map((n) => ({ target: n.team.events, type: 'shard' })),
+      timeoutMs: 20_000,
+      what: 'every node seeing D as a member'
+    })
+    await waitForSkill(d, (s) => s.bundle === solo.bundle, 'the solo skill on D')
+    await d.mesh.libp2p.hangUp(a.mesh.peerId)
+    assert.equal(d.mesh.libp2p.getConnections(a.mesh.peerId).length, 0)
+    const providers = await waitFor(async () => {
+      const found = await findBundleProviders(d.mesh.libp2p, solo.bundle, { signal: AbortSignal.timeout(5_000), max: 3, logger: silentLogger() })
+      return found.some((p) => p.equals(a.mesh.peerId)) ? found : undefined
+    }, { timeoutMs: 20_000, what: 'D finding A as the provider of the solo bundle' })
+    assert.deepEqual(providers.map(String), [a.mesh.peerId.toString()], 'A alone holds it')
+    const installed = await d.skills.install('solo')
+    assert.equal(installed.source, a.mesh.peerId.toString())
   })
 
   await t.test('a byte tampered in transit or on disk: install refused with a clear error and nothing written', async () => {
