@@ -40,6 +40,8 @@ export interface EncodeOptions {
 export const DEFAULT_BLOCK_TOKENS = 64
 export const DEFAULT_CHUNK_BYTES = 1 << 20
 export const DEFAULT_QUANT_GROUP = 32
+/** Blocks prepared ahead while earlier ones are being hashed. */
+const BLOCKS_IN_FLIGHT = 3
 /**
  * Encodes a state as a USXF v1 stream, one record at a time: the header, the chunks of every block
  * in order (each with its CRC-32C), then the signed trailer with the block hashes. Memory stays at
@@ -107,19 +109,19 @@ export class UsxfEncoder {
     const hashes: Uint8Array[] = []
     let chunkIndex = 0
     let payloadBytes = 0
-    // Block b's records go to the worker to be hashed (moved, not copied) while block b + 1 is
-    // prepared; they are yielded when they come back.
-    let inFlight: Promise<{ digest: Uint8Array, buffers: ArrayBuffer[] }> | null = null
+    // Each block's records go to the worker to be hashed (moved, not copied) while the next blocks
+    // are prepared; they are yielded, in order, when they come back.
+    const inFlight: Array<Promise<{ digest: Uint8Array, buffers: ArrayBuffer[] }>> = []
     for (const block of this.blockRecords()) {
       chunkIndex += block.length
       payloadBytes += block.reduce((sum, record) => sum + record.byteLength - headroom - RECORD_OVERHEAD - CHUNK_PREFIX, 0)
       // (the records' memory moves to the worker here: they are not touched again until it is back)
       const hashing = hashTransferred(block.map((record) => record.subarray(headroom + 5 + CHUNK_PREFIX, record.byteLength - 4)))
       hashing.catch(() => {})
-      if (inFlight !== null) yield * this.settle(await inFlight, hashes)
-      inFlight = hashing
+      inFlight.push(hashing)
+      if (inFlight.length > BLOCKS_IN_FLIGHT) yield * this.settle(await (inFlight.shift() as Promise<{ digest: Uint8Array, buffers: ArrayBuffer[] }>), hashes)
     }
-    if (inFlight !== null) yield * this.settle(await inFlight, hashes)
+    for (const hashing of inFlight) yield * this.settle(await hashing, hashes)
     const blockHashes = new Uint8Array(32 * hashes.length)
     hashes.forEach((h, i) => blockHashes.set(h, i * 32))
     const unsigned = { blockCount: layout.blockCount, chunkCount: chunkIndex, payloadBytes, blockHashes }
