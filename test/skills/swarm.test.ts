@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import type { NetworkOptions, Permagent } from '../../src/permagent.ts'
 import { waitUntil } from '../../src/simulation/index.ts'
 import { encodePublish, findBundleProviders, packSkill, type SkillSummary } from '../../src/skills/index.ts'
-import { createShard } from '../../src/team/index.ts'
+import { createShard, encodeCanonicalJson } from '../../src/team/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
 import { waitFor } from '../../src/util/wait-for.ts'
 import { createTeamSwarm } from '../team/helpers.ts'
@@ -31,7 +31,7 @@ async function installedEntries (node: Permagent): Promise<string[]> {
   return (await readdir(join(node.skills.dir, 'installed'))).sort()
 }
 
-test('skills across a team: publish, install byte-identical, tamper, non-members, trust, yank, upgrade, equivocation', async (t) => {
+test('skills across a team: publish, install byte-identical, DHT, tamper, non-members, trust, yank, upgrade, equivocation, membership at publish time', async (t) => {
   const team = await createTeamSwarm(3)
   const work = await tempDir()
   t.after(async () => { await team.stop(); await rm(work, { recursive: true, force: true }) })
@@ -206,5 +206,24 @@ test('skills across a team: publish, install byte-identical, tamper, non-members
     await assertRefused(b.skills.install('report'), 'ERR_SKILL_EQUIVOCATION', /2 different bundles as report@2\.0\.0.*all of them are refused/)
     await assertRefused(b.skills.install('report@2.0.0'), 'ERR_SKILL_EQUIVOCATION')
     assert.equal((await installedEntries(b)).includes('report'), false)
+  })
+
+  await t.test('install checks the author was a member when publishing: a removal ordered before the announcement refuses it', async () => {
+    const late = await c.skills.publish(await writeSkill(join(work, 'late'), { md: skillMd({ name: 'late' }) }), teamId)
+    await waitForSkill(b, (s) => s.bundle === late.bundle, 'the late skill on B')
+    const announced = b.team.store.get(late.shardId)
+    assert.ok(announced != null)
+    // A's removal of C, dated just before C's announcement, reaches B after it (concurrent ops)
+    const heads = a.team.store.membershipShards(teamId)
+    const removal = createShard(a.identity, {
+      teamId,
+      kind: 'membership',
+      body: encodeCanonicalJson({ op: 'remove', member: Buffer.from(c.identity.publicKey).toString('hex'), parents: [heads[heads.length - 1].id] }),
+      visibility: 'team',
+      hlc: { wallMs: announced.hlc.wallMs - 1, counter: 0 }
+    })
+    assert.equal(b.team.acceptShards([removal.bytes], 'test', teamId).accepted.length, 1)
+    await assertRefused(b.skills.install('late'), 'ERR_SKILL_NOT_MEMBER', /was not a member of the team when publishing/)
+    assert.equal((await installedEntries(b)).includes('late'), false)
   })
 })
