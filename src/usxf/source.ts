@@ -24,6 +24,8 @@ export interface MigrateOptions {
   acceptDivergence?: boolean
   blockTokens?: number
   chunkBytes?: number
+  /** int8-block: values per scale (default 32; the head size gives one scale per head and position). */
+  quantGroup?: number
   signal?: AbortSignal
 }
 
@@ -122,7 +124,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     // 2. warm-start decision from the measured link and the target's measured prefill rate
     const size = payloadSize({
       kind: 'kv', layerStart: 0, layerEnd: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, hiddenSize: spec.hiddenSize, seqLen: positions,
-      dtype: 'f32', quantization, quantGroup: DEFAULT_QUANT_GROUP, blockTokens: options.blockTokens ?? DEFAULT_BLOCK_TOKENS, chunkBytes
+      dtype: 'f32', quantization, quantGroup: options.quantGroup ?? DEFAULT_QUANT_GROUP, blockTokens: options.blockTokens ?? DEFAULT_BLOCK_TOKENS, chunkBytes
     })
     const wireBytes = size.payloadBytes + size.chunkCount * (RECORD_OVERHEAD + 12) + 4096
     const link = await probeLink(wire, wireBytes, read)
@@ -167,7 +169,7 @@ export async function migrateSession (ctx: SourceContext, sessionId: string, pee
     reference = ownContinuation
     ownContinuation.catch(() => {})
     const transferStarted = performance.now()
-    const encoder = new UsxfEncoder(input, { signer: ctx.identity, quantization, blockTokens: options.blockTokens, chunkBytes, headroom: 1 })
+    const encoder = new UsxfEncoder(input, { signer: ctx.identity, quantization, quantGroup: options.quantGroup, blockTokens: options.blockTokens, chunkBytes, headroom: 1 })
     let sent = 0
     let acknowledged = 0
     let streamBytes = 0
