@@ -31,6 +31,15 @@ export const configSchema = z.object({
   }).strict().optional(),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional()
+  }).strict().optional(),
+  brain: z.object({
+    maxContentBytes: z.number().int().min(1).max(16 * 1024 * 1024).optional(),
+    durability: z.enum(['full', 'normal']).optional()
+  }).strict().optional(),
+  team: z.object({
+    /** Per-author trust weights (brain id -> 0..10) applied to team recall ranking. */
+    trust: z.record(z.string().regex(/^[0-9a-f]{64}$/, 'a brain id is 64 hex characters'), z.number().min(0).max(10)).optional(),
+    syncIntervalMs: z.number().int().min(0).max(24 * 3600_000).optional()
   }).strict().optional()
 }).strict()
 
@@ -42,6 +51,8 @@ export interface NodeConfig {
   network: { listen: string[], announce: string[], bootstrap: string[], mdns: boolean, targetPeers?: number }
   api: { port: number }
   log: { level: string }
+  brain: { maxContentBytes?: number, durability?: 'full' | 'normal' }
+  team: { trust?: Record<string, number>, syncIntervalMs?: number }
 }
 
 export interface ConfigFlags {
@@ -134,6 +145,8 @@ export async function loadNodeConfig (dataDir: string, configFile: string, flags
       targetPeers: pick((c) => c.network?.targetPeers, undefined)
     },
     api: { port: pick((c) => c.api?.port, DEFAULT_API_PORT) },
-    log: { level: pick((c) => c.log?.level, 'info') }
+    log: { level: pick((c) => c.log?.level, 'info') },
+    brain: { maxContentBytes: file.brain?.maxContentBytes, durability: file.brain?.durability },
+    team: { trust: file.team?.trust, syncIntervalMs: file.team?.syncIntervalMs }
   }
 }

@@ -38,7 +38,12 @@ export async function runDaemon (config: NodeConfig, paths: DataDirPaths, logger
         bootstrap: config.network.bootstrap,
         mdns: config.network.mdns,
         targetPeers: config.network.targetPeers
-      }
+      },
+      brain: {
+        durability: config.brain.durability,
+        limits: config.brain.maxContentBytes != null ? { contentBytes: config.brain.maxContentBytes } : undefined
+      },
+      team: { trust: config.team.trust, syncIntervalMs: config.team.syncIntervalMs }
     })
     await node.start()
     stopNode = node.stop
