@@ -290,14 +290,14 @@ function plainBm25 (turns: Turn[]): (question: string) => number[] {
   }
 }
 
-async function brainSystem (turns: Turn[], tuning: Partial<RecallTuning>): Promise<{ ask: (question: string) => number[], close: () => Promise<void> }> {
+async function brainSystem (turns: Turn[], tuning: Partial<RecallTuning>, expand = false): Promise<{ ask: (question: string) => number[], close: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'permagent-bench-quality-'))
   const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability: 'normal', recall: tuning })
   await brain.start()
   const result = brain.rememberMany(turns.map((turn) => ({ content: turn.text, kind: 'dialogue', topic: `session-${turn.session}`, tags: [turn.speaker], validFrom: turn.date })))
   const turnById = new Map(result.ids.map((id, index) => [id, index]))
   return {
-    ask: (question) => brain.recall(question, { limit: K }).hits.map((hit) => turnById.get(hit.id) as number),
+    ask: (question) => brain.recall(question, { limit: K, expand }).hits.map((hit) => turnById.get(hit.id) as number),
     close: async () => { await brain.stop(); rmSync(dir, { recursive: true, force: true }) }
   }
 }
@@ -312,14 +312,15 @@ const totalTurns = conversations.reduce((n, c) => n + c.turns.length, 0)
 const totalQuestions = conversations.reduce((n, c) => n + c.questions.length, 0)
 progress(`${conversationCount} conversations, ${totalTurns} turns, ${totalQuestions} questions`)
 
-const systemNames = ['plain FTS5 BM25', 'brain recall', 'brain recall, fingerprints off']
+const systemNames = ['plain FTS5 BM25', 'brain recall', 'brain recall, fingerprints off', 'brain recall, expand (feedback)']
 const kinds = ['fact', 'changed fact']
 const scores = new Map<string, Array<{ kind: string, score: number }>>(systemNames.map((n) => [n, []]))
 for (const c of conversations) {
   const systems: Array<{ name: string, ask: (q: string) => number[], close?: () => Promise<void> }> = [
     { name: systemNames[0], ask: plainBm25(c.turns) },
     { name: systemNames[1], ...await brainSystem(c.turns, {}) },
-    { name: systemNames[2], ...await brainSystem(c.turns, { fingerprintWeight: 0, bm25Weight: 1, collapseNearDuplicates: false }) }
+    { name: systemNames[2], ...await brainSystem(c.turns, { fingerprintWeight: 0, bm25Weight: 1, collapseNearDuplicates: false }) },
+    { name: systemNames[3], ...await brainSystem(c.turns, {}, true) }
   ]
   for (const system of systems) {
     for (const q of c.questions) {

@@ -97,6 +97,8 @@ interface SizeResult {
   /** CPU time of this process per recall: less sensitive than wall time to other load on the machine. */
   recallCpuMs: ReturnType<typeof summarize>
   recallHitRate: number
+  /** The same kind of queries with expand (feedback query), a quarter as many. */
+  recallExpandMs: ReturnType<typeof summarize>
   pathMs: ReturnType<typeof summarize>
   pathFoundMs: ReturnType<typeof summarize>
   pathFoundRate: number
@@ -156,6 +158,13 @@ async function measure (size: number): Promise<SizeResult> {
       if (hits > 0) withHits++
     }
 
+    const expandSamples: number[] = []
+    for (let q = 0; q < Math.ceil(queryCount / 4); q++) {
+      const words = contentWords[Math.floor(random() * size)]
+      const query = Array.from({ length: 2 + Math.floor(random() * 3) }, () => pick(random, words)).join(' ')
+      expandSamples.push(timeMs(() => { brain.recall(query, { limit: 10, expand: true }) }))
+    }
+
     progress(`[${size}] ${pathCount} path queries`)
     const pathSamples: number[] = []
     const pathFoundSamples: number[] = []
@@ -178,6 +187,7 @@ async function measure (size: number): Promise<SizeResult> {
       recallMs: summarize(recallSamples),
       recallCpuMs: summarize(recallCpuSamples),
       recallHitRate: withHits / queryCount,
+      recallExpandMs: summarize(expandSamples),
       pathMs: summarize(pathSamples),
       pathFoundMs: summarize(pathFoundSamples),
       pathFoundRate: found / pathSamples.length,
@@ -207,12 +217,12 @@ const verdict = {
 }
 const rows: Cell[][] = results.map((r) => [
   r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.relationIngestPerSec),
-  r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
+  r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.recallExpandMs.p50, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
 ])
 report(flags, { benchmark: 'brain', durability, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
   {
     title: `brain (durability ${durability}, ${queryCount} recalls, ${singleCount} single ingests, ${pathCount} paths per size)`,
-    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
+    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'expand p50 ms', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
     rows
   },
   {

@@ -88,15 +88,17 @@ export function register (program: Command, cli: CliContext): void {
     .option('--topic <topic>', 'only this topic')
     .option('--visibility <visibility>', 'ceiling: only memories shareable at least this widely (team: team, org, public)')
     .option('--author <brain-id>', 'only memories by this brain')
-    .option('--team <team-id>', 'recall from what this team shares, with provenance (author, time, disputes)'))
+    .option('--team <team-id>', 'recall from what this team shares, with provenance (author, time, disputes)')
+    .option('--expand', 'also search with the rarest words of the best hits (finds related memories in other words; about twice the cost)'))
     .option('--json', 'print JSON')
-    .action(async (query: string, options: AsOfFlags & { limit?: string, kind?: string, topic?: string, visibility?: string, author?: string, team?: string }, command: Command) => {
+    .action(async (query: string, options: AsOfFlags & { limit?: string, kind?: string, topic?: string, visibility?: string, author?: string, team?: string, expand?: boolean }, command: Command) => {
       const limit = options.limit !== undefined ? parseIntegerFlag('--limit', options.limit, 1, 1000) : undefined
       if (options.team !== undefined && (options.asOf !== undefined || options.validAt !== undefined)) throw new UsageError('--team recalls the current team view; --as-of applies to the local brain only')
       const client = await daemon(command)
       type Hit = RecallResult['hits'][number] & { time?: string, disputes?: Array<{ author: string, reason: string }> }
       const result = await client.call<{ hits: Hit[] }>('POST', '/api/brain/recall', {
-        query, limit, kind: options.kind, topic: options.topic, visibility: options.visibility, author: options.author, team: options.team, ...asOfBody(options)
+        query, limit, kind: options.kind, topic: options.topic, visibility: options.visibility, author: options.author, team: options.team,
+        expand: options.expand === true ? true : undefined, ...asOfBody(options)
       })
       cli.print(command, result, () => result.hits.length === 0
         ? 'no memories match'

@@ -40,6 +40,10 @@ export interface RecallTuning {
   recencyHalfLifeDays: number
   /** Return only the best of a group of near-duplicates (flagged by fingerprints at ingest). */
   collapseNearDuplicates: boolean
+  /** With `expand`: rare terms taken from the best hits for a second, feedback query. */
+  feedbackTerms: number
+  /** With `expand`: how much a feedback-only hit's score counts against a direct hit's. */
+  feedbackWeight: number
 }
 
 export const DEFAULT_RECALL_TUNING: RecallTuning = {
@@ -50,7 +54,9 @@ export const DEFAULT_RECALL_TUNING: RecallTuning = {
   confidenceWeight: 0.2,
   recencyWeight: 0.05,
   recencyHalfLifeDays: 90,
-  collapseNearDuplicates: true
+  collapseNearDuplicates: true,
+  feedbackTerms: 4,
+  feedbackWeight: 0.5
 }
 
 const MAX_QUERY_TERMS = 32
@@ -59,6 +65,15 @@ const MAX_AND_TERMS = 4
 /** Shingles (about four content words) from which a query also looks up its LSH near-duplicates. */
 const NEAR_DUPLICATE_QUERY_SHINGLES = 7
 const DAY_MS = 86_400_000
+
+interface Scored {
+  seq: number
+  family: string
+  score: number
+  bm25: number
+  fingerprint: number
+  recency: number
+}
 
 interface MatchPlan {
   match: string
@@ -165,6 +180,37 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     return key !== undefined && checkSignature(record, bytes, key.public_key, row.signature) === undefined
   }
 
+  /**
+   * Pseudo-relevance feedback: the rarest terms of the two best hits that the query did not
+   * have (a name, a place) make a second query, whose new hits join at a discount. Finds the
+   * memories that talk about the same thing in other words than the question.
+   */
+  function expand (scored: Scored[], queryTerms: string[], params: Record<string, unknown>, limit: number): void {
+    const seeds = rowsBySeq.all(JSON.stringify(scored.slice(0, 2).map((s) => s.seq)))
+    const known = new Set(queryTerms)
+    const feedback = new Map<string, number>()
+    for (const row of seeds) {
+      for (const term of terms(row.content)) {
+        if (known.has(term) || isStopTerm(term) || feedback.has(term)) continue
+        const df = ctx.indexer.documentFrequency(term)
+        if (df >= 2 && df <= tuning.postingsBudget) feedback.set(term, df)
+      }
+    }
+    const chosen = [...feedback.entries()].sort((a, b) => a[1] - b[1]).slice(0, tuning.feedbackTerms).map(([term]) => term)
+    if (chosen.length === 0) return
+    const k = Math.max(20, limit * tuning.candidatesPerHit)
+    const rows = statements.ranked.bounded.all({ ...params, match: chosen.map(ftsString).join(' OR '), k, over: k + 10 }) as Candidate[]
+    let best = 0
+    for (const c of rows) if (c.bm < best) best = c.bm
+    const present = new Set(scored.map((s) => s.seq))
+    const top = scored.length > 0 ? scored[0].score : 1
+    for (const c of rows) {
+      if (present.has(c.seq) || best >= 0) continue
+      scored.push({ seq: c.seq, family: c.family, score: tuning.feedbackWeight * top * (c.bm / best), bm25: 0, fingerprint: 0, recency: 0 })
+    }
+    scored.sort((a, b) => b.score - a.score || a.seq - b.seq)
+  }
+
   function recall (queryInput: string, options: RecallOptions = {}): RecallResult {
     const query = textFrom(queryInput, 'query')
     checkBytes(query, ctx.limits.queryBytes, 'query')
@@ -235,6 +281,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
       return { seq: c.seq, family: c.family, score, bm25, fingerprint, recency }
     })
     scored.sort((a, b) => b.score - a.score || a.seq - b.seq)
+    if (options.expand === true && matchPlan !== undefined) expand(scored, queryTerms, params, limit)
     // near-duplicates flagged at ingest collapse into their best-scoring member, so repeated text
     // does not crowd out everything else
     const families = new Set<string>()

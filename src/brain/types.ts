@@ -79,6 +79,8 @@ export interface RecallOptions {
   asOf?: AsOf
   /** Re-check each hit's Ed25519 signature instead of trusting the check made at ingest. */
   verifySignatures?: boolean
+  /** Also run a feedback query with the rarest terms of the best hits (about twice the cost). */
+  expand?: boolean
 }
 
 export interface RecallHit {

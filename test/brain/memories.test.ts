@@ -176,3 +176,16 @@ test('near-duplicates are caught within one bulk batch, before the index is writ
   const hits = brain.recall('vendor contract analytics platform renewal').hits
   assert.equal(hits.filter((h) => h.id === result.ids[0] || h.id === result.ids[2]).length, 1)
 })
+
+test('expand: a feedback query finds memories that share the best hit\'s rare words, not the question\'s', async (t) => {
+  const { brain } = await openBrain(t)
+  const adopted = brain.remember({ content: 'We adopted a beagle from the shelter and named him Pixel' }).memory
+  const later = brain.remember({ content: 'Pixel chewed through my running shoes again last night' }).memory
+  brain.remember({ content: 'The shelter downtown needs volunteers on weekends' })
+  const plain = brain.recall('what is the name of the dog we adopted').hits.map((h) => h.id)
+  assert.equal(plain[0], adopted.id)
+  assert.ok(!plain.includes(later.id))
+  const expanded = brain.recall('what is the name of the dog we adopted', { expand: true }).hits.map((h) => h.id)
+  assert.equal(expanded[0], adopted.id)
+  assert.ok(expanded.includes(later.id))
+})

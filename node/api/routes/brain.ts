@@ -50,6 +50,7 @@ const recallBody = z.object({
   visibility: z.enum(VISIBILITIES).optional(),
   author: text.optional(),
   verifySignatures: z.boolean().optional(),
+  expand: z.boolean().optional(),
   team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 hex characters').optional(),
   ...asOfFields
 }).strict()
