@@ -115,6 +115,7 @@ export function openShardStore (db: Database): ShardStore {
     shardOfRecord: db.prepare('SELECT id FROM team_shards WHERE record_id = ? ORDER BY hlc_wall LIMIT 1').pluck()
   }
 
+  const teamCache = new Map<string, TeamRow>()
   const toTeam = (row: { team_id: string, name: string, joined_at: number, team_only: number, bootstrap: string }): TeamRow => ({
     teamId: row.team_id, name: row.name, joinedAt: row.joined_at, teamOnly: row.team_only === 1, bootstrap: JSON.parse(row.bootstrap) as string[]
   })
@@ -134,13 +135,17 @@ export function openShardStore (db: Database): ShardStore {
   })
 
   return {
-    putTeam: (team) => { statements.putTeam.run({ ...team, teamOnly: team.teamOnly ? 1 : 0, bootstrap: JSON.stringify(team.bootstrap) }) },
+    putTeam: (team) => { statements.putTeam.run({ ...team, teamOnly: team.teamOnly ? 1 : 0, bootstrap: JSON.stringify(team.bootstrap) }); teamCache.delete(team.teamId) },
     teams: () => (statements.teams.all() as any[]).map(toTeam),
     team: (teamId) => {
+      // asked on every shard validated; teams change rarely
+      if (teamCache.has(teamId)) return teamCache.get(teamId)
       const row = statements.team.get(teamId) as any
-      return row == null ? undefined : toTeam(row)
+      const team = row == null ? undefined : toTeam(row)
+      if (team != null) teamCache.set(teamId, team)
+      return team
     },
-    setTeamOnly: (teamId, teamOnly) => { statements.setTeamOnly.run(teamOnly ? 1 : 0, teamId) },
+    setTeamOnly: (teamId, teamOnly) => { statements.setTeamOnly.run(teamOnly ? 1 : 0, teamId); teamCache.delete(teamId) },
     has: (id) => statements.has.get(id) != null,
     insert: (items, also) => insertMany(items, also),
     get: (id) => {
