@@ -90,8 +90,10 @@ async function catchUp (count: number, kind: 'dispute' | 'memory'): Promise<Catc
     }
     const total = a.team.store.count(teamId)
     progress(`catch-up (${kind}): B returns and syncs`)
-    await b.team.start()
+    // reconnect first and start B's team service after, so the one session we time is ours
+    // (a session started on connect would otherwise run before it)
     await b.mesh.connect(a.mesh.addresses()[0])
+    await b.team.start()
     const start = performance.now()
     let stats = await b.team.syncWith(a.mesh.peerId, teamId, { signal: AbortSignal.timeout(600_000) })
     let wireBytes = stats.bytesSent + stats.bytesReceived
