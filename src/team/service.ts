@@ -90,7 +90,7 @@ export interface TeamService {
   publish: (teamId: string, kind: ShardKind, body: Uint8Array, visibility: ShardVisibility, supersedes?: string[]) => Promise<Shard>
   dispute: (teamId: string, shardId: string, reason: string) => Promise<Shard>
   /** Validates and stores shards from outside (gossip, sync, fetch). */
-  acceptShards: (shards: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[]) => AcceptResult
+  acceptShards: (shards: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[], decoded?: Array<Shard | undefined>) => AcceptResult
   /** Like acceptShards, for large batches: signatures are checked on worker threads first. */
   acceptShardsParallel: (shards: Uint8Array[], origin: string, expectedTeam?: string) => Promise<AcceptResult>
   provenance: (shardId: string) => ShardProvenance | undefined
@@ -204,31 +204,27 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
 
   const acceptShardsParallel = async (list: Uint8Array[], origin: string, expectedTeam?: string): Promise<AcceptResult> => {
     if (list.length < PARALLEL_MIN_BATCH) return acceptShards(list, origin, expectedTeam)
-    const items = list.map((bytes) => {
-      try {
-        const shard = decodeShard(bytes, { verify: false })
-        return { publicKey: Buffer.from(shard.authorKey, 'hex'), message: domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), signature: shard.signature }
-      } catch {
-        return { publicKey: new Uint8Array(0), message: new Uint8Array(0), signature: new Uint8Array(0) }
-      }
-    })
+    const decoded = list.map((bytes) => { try { return decodeShard(bytes, { verify: false }) } catch { return undefined } })
+    const items = decoded.map((shard) => shard == null
+      ? { publicKey: new Uint8Array(0), message: new Uint8Array(0), signature: new Uint8Array(0) }
+      : { publicKey: Buffer.from(shard.authorKey, 'hex'), message: domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), signature: shard.signature })
     verifyPool ??= createVerifyPool()
     const verified = await verifyPool.verify(items)
-    return acceptShards(list, origin, expectedTeam, verified)
+    return acceptShards(list, origin, expectedTeam, verified, decoded)
   }
 
-  const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[]): AcceptResult => {
+  const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[], decodedList?: Array<Shard | undefined>): AcceptResult => {
     const result: AcceptResult = { accepted: [], duplicates: 0, rejected: [] }
+    // decode once (structure only); signatures are checked in validateShard unless verified
+    const decoded = decodedList ?? list.map((bytes) => { try { return decodeShard(bytes, { verify: false }) } catch { return undefined } })
     // membership first, one at a time: a batch may carry a join and the new member's shards
-    const decodedKinds = list.map((bytes) => {
-      try { return decodeShard(bytes, { verify: false }).kind } catch { return undefined }
-    })
+    const decodedKinds = decoded.map((shard) => shard?.kind)
     const order = list.map((_, i) => i).sort((a, b) => (decodedKinds[a] === 'membership' ? 0 : 1) - (decodedKinds[b] === 'membership' ? 0 : 1))
     const pending: AcceptedShard[] = []
     const seen = new Set<string>()
     for (const index of order) {
       try {
-        const accepted = validateShard(list[index], context, expectedTeam, verified?.[index] === true)
+        const accepted = validateShard(list[index], context, expectedTeam, verified?.[index] === true, decoded[index])
         if (accepted == null || seen.has(accepted.shard.id)) { result.duplicates++; continue }
         seen.add(accepted.shard.id)
         if (accepted.shard.kind === 'membership') {

@@ -1,6 +1,7 @@
 import { decodeCanonicalJson } from './canonical-json.ts'
 import { ShardRejectedError } from './errors.ts'
 import { computeMembership, decodeMembershipOp, type MembershipView } from './membership.ts'
+import { SIGNATURE_CONTEXTS, verifySignature } from '../identity/index.ts'
 import { decodeShard, type Shard } from './shard.ts'
 import type { ShardStore } from './store.ts'
 
@@ -37,9 +38,13 @@ function parseBodyObject (shard: Shard): Record<string, unknown> {
  * shard's time, supersession only of the author's own shards, and the kind's body rules.
  * Returns undefined for a duplicate (already stored: ignore, do not penalise).
  */
-export function validateShard (bytes: Uint8Array, context: ValidationContext, expectedTeam?: string, signatureVerified = false): AcceptedShard | undefined {
+export function validateShard (bytes: Uint8Array, context: ValidationContext, expectedTeam?: string, signatureVerified = false, decoded?: Shard): AcceptedShard | undefined {
+  // `decoded`: the caller already decoded these bytes (structure checked, signature not);
   // `signatureVerified`: the caller already checked this exact content's signature (worker pool)
-  const shard = decodeShard(bytes, { verify: !signatureVerified })
+  const shard = decoded ?? decodeShard(bytes, { verify: false })
+  if (!signatureVerified && !verifySignature(Buffer.from(shard.authorKey, 'hex'), SIGNATURE_CONTEXTS.shard, shard.content, shard.signature)) {
+    throw new ShardRejectedError('ERR_SHARD_BAD_SIGNATURE', 'shard signature does not verify')
+  }
   if (expectedTeam != null && shard.teamId !== expectedTeam) throw new ShardRejectedError('ERR_SHARD_WRONG_TEAM', `shard is for team ${shard.teamId}, not ${expectedTeam}`)
   if (context.store.has(shard.id)) return undefined
   const membership = context.membership(shard.teamId)
