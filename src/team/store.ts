@@ -3,9 +3,11 @@ import { compareHlc, type HlcTime } from './hlc.ts'
 import { decodeShard, type Shard } from './shard.ts'
 
 /**
- * Team state in SQLite (the brain's database, so a shard and the memory it carries commit
- * together): teams this node belongs to, and every accepted shard, append-only. Forward-only
- * migrations with their own version table, so the team module evolves independently.
+ * Team state in SQLite (in brain.db, beside the records the shards carry): teams this node belongs
+ * to, and every accepted shard, append-only. Shards are a rowid table in arrival order (ids are
+ * random hashes: as a clustered key they would scatter every insert across the B-tree) with a
+ * unique index on the id. Forward-only migrations with their own version table, so the team
+ * module evolves independently.
  */
 const MIGRATIONS: string[] = [
   `CREATE TABLE team_teams (
@@ -16,7 +18,8 @@ const MIGRATIONS: string[] = [
      bootstrap TEXT NOT NULL DEFAULT '[]'
    );
    CREATE TABLE team_shards (
-     id TEXT PRIMARY KEY,
+     seq INTEGER PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
      team_id TEXT NOT NULL,
      author TEXT NOT NULL,
      author_key TEXT NOT NULL,
@@ -28,7 +31,7 @@ const MIGRATIONS: string[] = [
      received_at INTEGER NOT NULL,
      origin TEXT NOT NULL,
      record_id TEXT
-   ) WITHOUT ROWID;
+   );
    CREATE INDEX team_shards_record ON team_shards (record_id) WHERE record_id IS NOT NULL;
    CREATE INDEX team_shards_order ON team_shards (team_id, hlc_wall, id);
    CREATE INDEX team_shards_kind ON team_shards (team_id, kind, hlc_wall);
