@@ -202,15 +202,31 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   // batches below this size are verified inline: a round trip to a worker costs more
   const PARALLEL_MIN_BATCH = 64
 
+  // batches may arrive while earlier ones are still being verified: each takes its place in this
+  // chain when it arrives, so verification overlaps but batches are stored in arrival order
+  let commitChain: Promise<unknown> = Promise.resolve()
   const acceptShardsParallel = async (list: Uint8Array[], origin: string, expectedTeam?: string): Promise<AcceptResult> => {
-    if (list.length < PARALLEL_MIN_BATCH) return acceptShards(list, origin, expectedTeam)
+    const previous = commitChain
+    let release: () => void = () => {}
+    commitChain = new Promise<void>((resolve) => { release = resolve })
+    try {
+      const prepared = await prepareBatch(list)
+      await previous
+      return acceptShards(list, origin, expectedTeam, prepared.verified, prepared.decoded)
+    } finally {
+      release()
+    }
+  }
+
+  const prepareBatch = async (list: Uint8Array[]): Promise<{ verified?: boolean[], decoded?: Array<Shard | undefined> }> => {
+    if (list.length < PARALLEL_MIN_BATCH) return {}
     const decoded = list.map((bytes) => { try { return decodeShard(bytes, { verify: false }) } catch { return undefined } })
     const items = decoded.map((shard) => shard == null
       ? { publicKey: new Uint8Array(0), message: new Uint8Array(0), signature: new Uint8Array(0) }
       : { publicKey: Buffer.from(shard.authorKey, 'hex'), message: domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), signature: shard.signature })
     verifyPool ??= createVerifyPool()
     const verified = await verifyPool.verify(items)
-    return acceptShards(list, origin, expectedTeam, verified, decoded)
+    return { verified, decoded }
   }
 
   const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[], decodedList?: Array<Shard | undefined>): AcceptResult => {

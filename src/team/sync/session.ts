@@ -99,6 +99,8 @@ export class SyncSession {
   private readonly signal: AbortSignal
   private readonly started = Date.now()
   private unacknowledged = 0
+  /** Batches handed to acceptShards whose acknowledgement is not sent yet, in arrival order. */
+  private acceptQueue: Promise<void> = Promise.resolve()
 
   constructor (channel: MessageChannel, role: 'initiator' | 'responder', options: SessionOptions, signal: AbortSignal) {
     this.channel = channel
@@ -210,9 +212,19 @@ export class SyncSession {
   private async receiveTurn (): Promise<ReconcileMessage> {
     for (;;) {
       const frame = await this.receive()
-      if (frame.reconcile != null) return decodeReconcile(frame.reconcile)
+      if (frame.reconcile != null) {
+        // every batch of this turn is stored before we reconcile against our set
+        await this.acceptQueue
+        return decodeReconcile(frame.reconcile)
+      }
       if (frame.shards != null) {
-        await this.acceptBatch(frame.shards.shards)
+        // hand the batch over now (its signature checks can start while earlier batches are
+        // still being stored) but acknowledge in order, after it is stored
+        const pending = this.startBatch(frame.shards.shards)
+        const previous = this.acceptQueue
+        this.acceptQueue = previous.then(async () => { await this.finishBatch(await pending) })
+        // surface a failure of an earlier batch without waiting for the rest
+        void this.acceptQueue.catch(() => {})
       } else if (frame.ack != null) {
         this.takeAck(frame.ack)
       } else {
@@ -221,7 +233,7 @@ export class SyncSession {
     }
   }
 
-  private async acceptBatch (shards: Uint8Array[]): Promise<void> {
+  private startBatch (shards: Uint8Array[]): Promise<AcceptResult> {
     let bytes = 0
     for (const shard of shards) {
       if (shard.byteLength === 0 || shard.byteLength > SYNC_LIMITS.maxShardBytes) throw protocolViolation(`a pushed shard of ${shard.byteLength} bytes (limit ${SYNC_LIMITS.maxShardBytes})`, 'ERR_MESSAGE_TOO_LARGE')
@@ -230,7 +242,12 @@ export class SyncSession {
     this.stats.shardsReceived += shards.length
     this.stats.shardBytesReceived += bytes
     if (this.team == null) throw protocolViolation('shards before the session opened', 'ERR_PROTOCOL')
-    const result = await this.team.acceptShards(shards, { peer: this.channel.remotePeer, teamId: this.stats.teamId, via: 'sync' })
+    const accepting = this.team.acceptShards(shards, { peer: this.channel.remotePeer, teamId: this.stats.teamId, via: 'sync' })
+    void accepting.catch(() => {})
+    return accepting
+  }
+
+  private async finishBatch (result: AcceptResult): Promise<void> {
     const accepted = Number.isSafeInteger(result?.accepted) ? result.accepted : 0
     const rejected = Number.isSafeInteger(result?.rejected) ? result.rejected : 0
     this.stats.accepted += accepted
