@@ -1,0 +1,389 @@
+import { randomBytes } from 'node:crypto'
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { ContextFullError, Sampler, Stage, type GenerateRequest, type GenerateResult, type KvCache, type TextGenerator } from '../inference/index.ts'
+import { openChannel, type MessageChannel } from '../mesh/index.ts'
+import { loadManifest, loadTokenizer, type ModelManifest, type TextTokenizer } from '../model/index.ts'
+import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../usxf/index.ts'
+import { InferRequest, InferResponse } from '../pb/infer.ts'
+import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
+import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
+import { hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
+
+/** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
+export interface MeshHop {
+  start: number
+  end: number
+  peers: PeerId[]
+}
+
+export interface MeshTimeouts {
+  /** Opening a stream to a server (default 10 s). */
+  dialMs: number
+  /** Waiting for one reply, open or step (default 30 s): a server that stalls longer is replaced. */
+  replyMs: number
+}
+
+export interface MeshModelOptions {
+  libp2p: Libp2p
+  dataDir: string
+  /** Stored model name (the client holds its head and tail layers only). */
+  name: string
+  /** Layers run locally before the first server (with the embeddings), k >= 1. */
+  headLayers: number
+  /** Layers run locally after the last server (with the final norm and the LM head), k >= 1. */
+  tailLayers: number
+  /** The middle spans in order; they must tile [headLayers, layers - tailLayers). */
+  chain: MeshHop[]
+  /** Activations on the wire (default f16; none sends exact f32). */
+  quantization?: UsxfQuantization
+  maxContext?: number
+  threads?: number
+  timeouts?: Partial<MeshTimeouts>
+  /** How long a failed server is not used again (default 60 s). */
+  banMs?: number
+  logger?: Logger
+}
+
+export interface Failover {
+  hop: number
+  from: string
+  to: string
+  code: string
+  /** Positions replayed into the replacement. */
+  replayed: number
+}
+
+export interface MeshGenerateResult extends GenerateResult {
+  failovers: Failover[]
+}
+
+interface HopSession {
+  index: number
+  hop: MeshHop
+  peer: PeerId | null
+  channel: MessageChannel | null
+  nextStep: number
+  /** Every input this span received, in position order (what a replacement is replayed). */
+  inputs: Float32Array[]
+  positions: number
+}
+
+function codeOf (err: unknown): string {
+  return err instanceof PermagentError ? err.code : 'ERR_INTERNAL'
+}
+
+/**
+ * Split inference: the embeddings, the first k layers, the last k layers and the LM head run
+ * here; the middle spans run on layer servers. Only activation frames leave this node, never
+ * token ids or text. Same `generate` as the local engine; a failing server is replaced by the
+ * next one for its span, whose cache is rebuilt by replaying the span's stored inputs.
+ */
+export class MeshModel implements TextGenerator {
+  readonly manifest: ModelManifest
+  readonly tokenizer: TextTokenizer | null
+  readonly head: Stage
+  readonly tail: Stage
+  readonly chain: readonly MeshHop[]
+  readonly quantization: UsxfQuantization
+  private readonly libp2p: Libp2p
+  private readonly timeouts: MeshTimeouts
+  private readonly banMs: number
+  private readonly banned = new Map<string, number>()
+  private readonly logger: Logger
+
+  private constructor (options: MeshModelOptions, manifest: ModelManifest, tokenizer: TextTokenizer | null, head: Stage, tail: Stage) {
+    this.manifest = manifest
+    this.tokenizer = tokenizer
+    this.head = head
+    this.tail = tail
+    this.chain = options.chain.map((hop) => ({ start: hop.start, end: hop.end, peers: [...hop.peers] }))
+    this.quantization = options.quantization ?? 'f16'
+    this.libp2p = options.libp2p
+    this.timeouts = { dialMs: 10_000, replyMs: 30_000, ...options.timeouts }
+    this.banMs = options.banMs ?? 60_000
+    this.logger = (options.logger ?? silentLogger()).child({ module: 'split-client' })
+  }
+
+  static async open (options: MeshModelOptions): Promise<MeshModel> {
+    const manifest = await loadManifest(options.dataDir, options.name)
+    const layers = manifest.spec.numLayers
+    const { headLayers, tailLayers } = options
+    if (!Number.isInteger(headLayers) || !Number.isInteger(tailLayers) || headLayers < 1 || tailLayers < 1 || headLayers + tailLayers >= layers) {
+      throw new InvalidInputError(`head and tail keep at least one layer each and leave a middle: ${headLayers} + ${tailLayers} of ${layers}`)
+    }
+    let at = headLayers
+    for (const hop of options.chain) {
+      if (hop.start !== at || !Number.isInteger(hop.end) || hop.end <= hop.start) throw new InvalidInputError(`the chain must tile layers ${headLayers}-${layers - tailLayers}; a hop starts at ${hop.start}, expected ${at}`)
+      if (hop.peers.length === 0) throw new InvalidInputError(`no server for layers ${hop.start}-${hop.end}`)
+      at = hop.end
+    }
+    if (at !== layers - tailLayers) throw new InvalidInputError(`the chain ends at layer ${at}; the tail starts at ${layers - tailLayers}`)
+    const quantization = options.quantization ?? 'f16'
+    if (!['none', 'f16', 'int8-block'].includes(quantization)) throw new InvalidInputError(`unknown quantization ${quantization}`)
+    const tokenizer = await loadTokenizer(options.dataDir, manifest)
+    const stageOptions = { maxContext: options.maxContext, threads: options.threads, spinning: false }
+    const head = await Stage.open(options.dataDir, manifest, { start: 0, end: headLayers, embed: true, lmHead: false }, stageOptions)
+    let tail: Stage
+    try {
+      tail = await Stage.open(options.dataDir, manifest, { start: layers - tailLayers, end: layers, embed: false, lmHead: true }, stageOptions)
+    } catch (err) {
+      await head.close()
+      throw err
+    }
+    return new MeshModel(options, manifest, tokenizer, head, tail)
+  }
+
+  get maxContext (): number {
+    return Math.min(this.head.maxContext, this.tail.maxContext)
+  }
+
+  encodePrompt (request: Pick<GenerateRequest, 'prompt' | 'promptIds' | 'messages'>): number[] {
+    const given = [request.prompt, request.promptIds, request.messages].filter((x) => x !== undefined).length
+    if (given !== 1) throw new InvalidInputError('give exactly one of prompt, promptIds or messages')
+    if (request.promptIds !== undefined) {
+      const vocab = this.manifest.spec.vocabSize
+      for (const id of request.promptIds) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new InvalidInputError(`prompt token ${id} is outside the vocabulary (${vocab})`)
+      return [...request.promptIds]
+    }
+    if (this.tokenizer === null) throw new InvalidInputError(`model ${this.manifest.name} has no tokenizer; pass token ids`)
+    const text = request.messages !== undefined ? this.tokenizer.renderChat(request.messages) : request.prompt as string
+    return this.tokenizer.encode(text, { addSpecialTokens: request.messages === undefined })
+  }
+
+  /** Generates like `LocalModel.generate`: the prompt in one step through the chain, then one step per token. */
+  async generate (request: GenerateRequest): Promise<MeshGenerateResult> {
+    if (!Number.isInteger(request.maxTokens) || request.maxTokens < 0) throw new InvalidInputError('maxTokens must be a non-negative integer')
+    const promptTokens = this.encodePrompt(request)
+    if (promptTokens.length === 0) throw new InvalidInputError('the prompt is empty')
+    if (promptTokens.length > this.maxContext) throw new ContextFullError(promptTokens.length, this.maxContext)
+    request.signal?.throwIfAborted()
+    const session = new MeshRun(this, Math.min(this.maxContext, promptTokens.length + request.maxTokens), request.signal)
+    try {
+      return await this.decodeLoop(request, promptTokens, session)
+    } finally {
+      await session.close()
+    }
+  }
+
+  private async decodeLoop (request: GenerateRequest, promptTokens: number[], session: MeshRun): Promise<MeshGenerateResult> {
+    const sampler = new Sampler(request.sampling)
+    const stop = new Set(request.stopTokens ?? this.manifest.spec.eosTokenIds)
+    const wantAll = request.onLogits !== undefined
+    const vocab = this.manifest.spec.vocabSize
+    const startedAt = performance.now()
+    const prefill = await session.forward(promptTokens, wantAll)
+    if (wantAll) for (let i = 0; i < promptTokens.length; i++) request.onLogits?.(i, prefill.subarray(i * vocab, (i + 1) * vocab))
+    let logits = prefill.subarray(prefill.length - vocab)
+    const prefillMs = performance.now() - startedAt
+    const tokens: number[] = []
+    let text = ''
+    let finishReason: GenerateResult['finishReason'] = 'length'
+    while (tokens.length < request.maxTokens) {
+      request.signal?.throwIfAborted()
+      const next = sampler.sample(logits, session.tokens)
+      tokens.push(next)
+      if (stop.has(next)) {
+        request.onToken?.({ id: next, text: '', index: tokens.length - 1 })
+        finishReason = 'stop'
+        break
+      }
+      let piece = ''
+      if (this.tokenizer !== null) {
+        const full = this.tokenizer.decode(tokens)
+        if (!full.endsWith('\uFFFD')) {
+          piece = full.slice(text.length)
+          text = full
+        }
+      }
+      request.onToken?.({ id: next, text: piece, index: tokens.length - 1 })
+      if (tokens.length === request.maxTokens) break
+      if (session.length + 1 > this.maxContext) { finishReason = 'context'; break }
+      logits = (await session.forward([next], wantAll)).subarray(0, vocab)
+      request.onLogits?.(session.length - 1, logits)
+    }
+    if (this.tokenizer !== null) text = this.tokenizer.decode(finishReason === 'stop' ? tokens.slice(0, -1) : tokens)
+    return { tokens, text, promptTokens, finishReason, prefillMs, decodeMs: performance.now() - startedAt - prefillMs, failovers: session.failovers }
+  }
+
+  /** @internal the servers a hop may use now, primary first, banned ones skipped. */
+  candidates (hop: MeshHop, exclude: Set<string>): PeerId[] {
+    const now = Date.now()
+    return hop.peers.filter((p) => !exclude.has(p.toString()) && (this.banned.get(p.toString()) ?? 0) <= now)
+  }
+
+  /** @internal */
+  ban (peer: PeerId): void {
+    this.banned.set(peer.toString(), Date.now() + this.banMs)
+  }
+
+  /** @internal */
+  get wire (): { libp2p: Libp2p, timeouts: MeshTimeouts, logger: Logger } {
+    return { libp2p: this.libp2p, timeouts: this.timeouts, logger: this.logger }
+  }
+
+  async close (): Promise<void> {
+    await this.head.close()
+    await this.tail.close()
+  }
+}
+
+/** One generation: the local caches, one server session per hop, the replay history per hop. */
+class MeshRun {
+  readonly tokens: number[] = []
+  readonly failovers: Failover[] = []
+  private readonly model: MeshModel
+  private readonly id = randomBytes(12).toString('hex')
+  private readonly headCache: KvCache
+  private readonly tailCache: KvCache
+  private readonly hops: HopSession[]
+  private readonly maxLength: number
+  private readonly controller = new AbortController()
+  private readonly signal: AbortSignal
+  private readonly maxMessageBytes: number
+
+  constructor (model: MeshModel, maxLength: number, signal?: AbortSignal) {
+    this.model = model
+    this.maxLength = maxLength
+    this.headCache = model.head.newCache()
+    this.tailCache = model.tail.newCache()
+    this.hops = model.chain.map((hop, index) => ({ index, hop, peer: null, channel: null, nextStep: 0, inputs: [], positions: 0 }))
+    this.signal = signal !== undefined ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal
+    this.maxMessageBytes = maxInferMessageBytes(maxLength, model.manifest.spec.hiddenSize)
+  }
+
+  get length (): number {
+    return this.headCache.length
+  }
+
+  async forward (tokens: readonly number[], allLogits: boolean): Promise<Float32Array> {
+    let hidden = (await this.model.head.run({ tokens }, this.headCache)).hidden as Float32Array
+    for (const hop of this.hops) hidden = await this.runHop(hop, hidden)
+    const out = await this.model.tail.run({ hidden, allLogits }, this.tailCache)
+    this.tokens.push(...tokens)
+    return out.logits as Float32Array
+  }
+
+  private async runHop (hop: HopSession, hidden: Float32Array): Promise<Float32Array> {
+    const tried = new Set<string>()
+    let lastError: unknown
+    for (;;) {
+      this.signal.throwIfAborted()
+      let replayed = 0
+      const failed = hop.peer
+      try {
+        if (hop.channel === null) {
+          const peer = this.model.candidates(hop.hop, tried)[0]
+          if (peer === undefined) break
+          tried.add(peer.toString())
+          await this.openHop(hop, peer)
+          if (lastError !== undefined) replayed = hop.positions
+        }
+        let output: Float32Array
+        if (hop.nextStep === 0 && hop.positions > 0) {
+          // a replacement: rebuild its cache from every input this span has seen, then this step
+          const rows = this.concat([...hop.inputs, hidden])
+          const all = await this.step(hop, rows, 0)
+          output = all.subarray(all.length - hidden.length)
+        } else {
+          output = await this.step(hop, hidden, hop.positions)
+        }
+        if (lastError !== undefined && failed !== null) {
+          this.failovers.push({ hop: hop.index, from: failed.toString(), to: (hop.peer as PeerId).toString(), code: codeOf(lastError), replayed })
+        }
+        hop.inputs.push(hidden)
+        hop.positions += hidden.length / this.model.manifest.spec.hiddenSize
+        return output
+      } catch (err) {
+        if (this.signal.aborted) throw err
+        lastError = err
+        const peer = hop.peer
+        this.model.wire.logger.warn({ hop: hop.index, peer: peer?.toString(), code: codeOf(err), err: errorMessage(err) }, 'layer server failed; re-routing its span')
+        if (peer !== null) { this.model.ban(peer); tried.add(peer.toString()) }
+        hop.channel?.abort(err as Error)
+        hop.channel = null
+        hop.nextStep = 0
+      }
+    }
+    throw new SplitInferenceError(INFER_ERRORS.noRoute, `no server left for layers ${hop.hop.start}-${hop.hop.end}: ${errorMessage(lastError)}`, { cause: lastError })
+  }
+
+  private concat (parts: Float32Array[]): Float32Array {
+    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
+    let at = 0
+    for (const p of parts) { out.set(p, at); at += p.length }
+    return out
+  }
+
+  private async exchange (hop: HopSession, request: InferRequest): Promise<InferResponse> {
+    const channel = hop.channel as MessageChannel
+    const { timeouts } = this.model.wire
+    await channel.send(InferRequest.encode(request), AbortSignal.any([this.signal, AbortSignal.timeout(timeouts.replyMs)]))
+    const bytes = await channel.receive({ signal: this.signal, timeoutMs: timeouts.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
+    let response: InferResponse
+    try {
+      response = InferResponse.decode(bytes)
+    } catch (err) {
+      throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
+    }
+    if (responseKind(response) === 'error') {
+      const error = response.error as { code: string, message: string }
+      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true })
+    }
+    return response
+  }
+
+  private async openHop (hop: HopSession, peer: PeerId): Promise<void> {
+    const { libp2p, timeouts } = this.model.wire
+    hop.peer = peer
+    hop.channel = await openChannel(libp2p, peer, INFER_PROTOCOL, { maxMessageBytes: this.maxMessageBytes, dialMs: timeouts.dialMs, signal: this.signal })
+    hop.nextStep = 0
+    const manifest = this.model.manifest
+    const response = await this.exchange(hop, {
+      open: {
+        sessionId: this.id,
+        configSha256: hexToBytes(manifest.configSha256) as Uint8Array<ArrayBuffer>,
+        weightsSha256: hexToBytes(manifest.weightsSha256) as Uint8Array<ArrayBuffer>,
+        layerStart: hop.hop.start,
+        layerEnd: hop.hop.end,
+        maxLength: this.maxLength
+      }
+    })
+    const opened = response.opened
+    if (opened == null || opened.sessionId !== this.id || opened.hiddenSize !== manifest.spec.hiddenSize || opened.maxLength < this.maxLength) {
+      throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not open the session as asked')
+    }
+    if (opened.maxStepRows < this.maxLength) throw new SplitInferenceError(INFER_ERRORS.maxLength, `the server takes steps of ${opened.maxStepRows} rows; this session needs ${this.maxLength}`)
+  }
+
+  private async step (hop: HopSession, hidden: Float32Array, positionStart: number): Promise<Float32Array> {
+    const width = this.model.manifest.spec.hiddenSize
+    const rows = hidden.length / width
+    const frame = encodeActivationFrame({ step: hop.nextStep, positionStart, rows, width, values: hidden }, { quantization: this.model.quantization })
+    const response = await this.exchange(hop, { step: { sessionId: this.id, frame: frame as Uint8Array<ArrayBuffer> } })
+    if (response.result == null) throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not answer the step with a result')
+    const out = decodeActivationFrame(response.result.frame, { width, maxRows: rows })
+    if (out.step !== hop.nextStep || out.positionStart !== positionStart || out.rows !== rows) {
+      throw new SplitInferenceError(INFER_ERRORS.protocol, `the server answered step ${out.step} at ${out.positionStart} (${out.rows} rows) for step ${hop.nextStep} at ${positionStart} (${rows} rows)`)
+    }
+    hop.nextStep++
+    return out.values
+  }
+
+  /** Closes every server session (best effort, bounded) and ends the streams. */
+  async close (): Promise<void> {
+    await Promise.allSettled(this.hops.map(async (hop) => {
+      const channel = hop.channel
+      if (channel === null) return
+      hop.channel = null
+      try {
+        const signal = AbortSignal.timeout(this.model.wire.timeouts.replyMs)
+        await channel.send(InferRequest.encode({ close: { sessionId: this.id } }), signal)
+        await channel.receive({ signal, timeoutMs: this.model.wire.timeouts.replyMs })
+        await channel.close(signal)
+      } catch (err) {
+        channel.abort(err as Error)
+      }
+    }))
+    this.controller.abort(new Error('the generation ended'))
+  }
+}
