@@ -1,0 +1,112 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import type { Libp2p, Stream } from '@libp2p/interface'
+import { decodeActivationFrame } from '../../src/usxf/index.ts'
+import { InferRequest } from '../../src/pb/infer.ts'
+import { MeshModel, requestKind } from '../../src/split/index.ts'
+import { promptIds, SPANS, splitWorld, type SplitWorld } from './fixtures.ts'
+
+let world: SplitWorld
+
+before(async () => {
+  world = await splitWorld(SPANS)
+})
+
+after(async () => {
+  await world?.close()
+})
+
+/** Every byte the client writes on any stream it opens, per stream, exactly as handed to the muxer. */
+function tappedLibp2p (libp2p: Libp2p, streams: Array<{ protocol: string, chunks: Uint8Array[] }>): Libp2p {
+  const dialProtocol = async (...args: Parameters<Libp2p['dialProtocol']>): Promise<Stream> => {
+    const stream = await libp2p.dialProtocol(...args)
+    const record = { protocol: stream.protocol ?? '', chunks: [] as Uint8Array[] }
+    streams.push(record)
+    const send = stream.send.bind(stream)
+    stream.send = (data) => {
+      record.chunks.push(data instanceof Uint8Array ? data.slice() : data.subarray().slice())
+      return send(data)
+    }
+    return stream
+  }
+  return new Proxy(libp2p, {
+    get (target, property) {
+      if (property === 'dialProtocol') return dialProtocol
+      const value = Reflect.get(target, property, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    }
+  })
+}
+
+/** Splits a byte stream into its unsigned-varint length-prefixed messages (the whole stream must parse). */
+function messages (bytes: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = []
+  let at = 0
+  while (at < bytes.length) {
+    let length = 0
+    let shift = 0
+    for (;;) {
+      const b = bytes[at++]
+      length += (b & 0x7f) * 2 ** shift
+      shift += 7
+      if ((b & 0x80) === 0) break
+    }
+    assert.ok(at + length <= bytes.length, 'a message runs past the captured bytes')
+    out.push(bytes.subarray(at, at + length))
+    at += length
+  }
+  return out
+}
+
+function contains (haystack: Uint8Array, needle: Uint8Array): boolean {
+  return Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).includes(Buffer.from(needle))
+}
+
+test('only activation frames, the model identity and the span reach a layer server: no token ids, no text', async () => {
+  const streams: Array<{ protocol: string, chunks: Uint8Array[] }> = []
+  const libp2p = tappedLibp2p(world.swarm.nodes[0].mesh.libp2p, streams)
+  const mesh = await MeshModel.open({ libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: SPANS.map((s, i) => ({ ...s, peers: [world.peer(i + 1)] })), quantization: 'none', threads: 1 })
+  const tokenizer = mesh.tokenizer
+  assert.ok(tokenizer !== null, 'the synthetic model has a tokenizer')
+  const prompt = promptIds(20, 5)
+  const text = tokenizer.decode(prompt)
+  const result = await mesh.generate({ prompt: text, maxTokens: 12, stopTokens: [] })
+  await mesh.close()
+  assert.equal(result.tokens.length, 12)
+  const hidden = mesh.manifest.spec.hiddenSize
+  const allIds = [...result.promptTokens, ...result.tokens]
+
+  assert.equal(streams.length, 3, 'one stream per server')
+  let frames = 0
+  for (const stream of streams) {
+    assert.equal(stream.protocol, '/permagent/infer/1.0.0')
+    const bytes = Buffer.concat(stream.chunks)
+    const kinds: string[] = []
+    for (const message of messages(bytes)) {
+      const request = InferRequest.decode(message)
+      // nothing beyond the schema's fields: re-encoding gives the same bytes
+      assert.ok(Buffer.from(InferRequest.encode(request)).equals(Buffer.from(message)), "re-encoding gives the same bytes")
+      const kind = requestKind(request)
+      kinds.push(kind)
+      if (kind === 'open') {
+        const open = request.open!
+        assert.deepEqual(Object.keys(open).sort(), ['configSha256', 'layerEnd', 'layerStart', 'maxLength', 'sessionId', 'weightsSha256'])
+        assert.match(open.sessionId, /^[0-9a-f]{24}$/, 'a random session id')
+      } else if (kind === 'step') {
+        const frame = decodeActivationFrame(request.step!.frame, { width: hidden })
+        assert.equal(frame.width, hidden)
+        assert.equal(request.step!.frame.byteLength, 36 + frame.rows * hidden * 4, 'header, f32 payload and CRC: nothing else')
+        frames++
+      }
+    }
+    assert.deepEqual(kinds, ['open', 'step', ...Array(11).fill('step'), 'close'])
+    // the token ids appear in no encoding, and the text not at all
+    for (const encode of [(ids: number[]) => Uint32Array.from(ids), (ids: number[]) => Uint16Array.from(ids), (ids: number[]) => BigInt64Array.from(ids, BigInt), (ids: number[]) => Uint8Array.from(ids)]) {
+      const prefix = encode(result.promptTokens.slice(0, 4))
+      assert.equal(contains(bytes, new Uint8Array(prefix.buffer)), false, 'prompt ids on the wire')
+    }
+    assert.equal(contains(bytes, new TextEncoder().encode(text.slice(0, 12))), false, 'prompt text on the wire')
+    assert.equal(contains(bytes, new TextEncoder().encode(JSON.stringify(allIds.slice(0, 3)).slice(1, -1))), false)
+  }
+  assert.equal(frames, 36)
+})
