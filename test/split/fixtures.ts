@@ -22,14 +22,15 @@ export interface SplitWorld {
 
 /**
  * A tiny synthetic model (5 layers, hidden 64, vocab 256) imported once into a shared store, and
- * an in-process swarm: node 0 is the client, nodes 1.. each serve the span given for them.
+ * an in-process swarm: node 0 is the client, nodes 1.. each serve the span given for them, and
+ * `extraNodes` more nodes serve nothing.
  */
-export async function splitWorld (spans: Array<{ start: number, end: number }>, options: { limits?: Partial<LayerServerLimits>, checkpoint?: string, model?: string } = {}): Promise<SplitWorld> {
+export async function splitWorld (spans: Array<{ start: number, end: number }>, options: { limits?: Partial<LayerServerLimits>, checkpoint?: string, model?: string, extraNodes?: number } = {}): Promise<SplitWorld> {
   const dir = await tempDir('permagent-split-')
   const dataDir = join(dir.path, 'data')
   const model = options.model ?? 'tiny'
   await importModel(dataDir, { source: options.checkpoint ?? await tinyCheckpoint(join(dir.path, 'ckpt'), { layers: LAYERS }), name: model })
-  const swarm = await createSwarm({ nodes: spans.length + 1, topology: 'full' })
+  const swarm = await createSwarm({ nodes: spans.length + 1 + (options.extraNodes ?? 0), topology: 'full' })
   const servers: LayerServer[] = []
   try {
     await swarm.connect()
