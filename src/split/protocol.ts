@@ -28,14 +28,14 @@ export function bytesToHex (bytes: Uint8Array): string {
 }
 
 /** Exactly one field of a request set, or an error. */
-export function requestKind (request: InferRequest): 'open' | 'step' | 'close' {
-  const set = (['open', 'step', 'close'] as const).filter((k) => request[k] != null)
-  if (set.length !== 1) throw new SplitInferenceError(INFER_ERRORS.invalidMessage, `a request sets exactly one of open, step or close (${set.length} set)`)
+export function requestKind (request: InferRequest): 'open' | 'step' | 'close' | 'info' {
+  const set = (['open', 'step', 'close', 'info'] as const).filter((k) => request[k] != null)
+  if (set.length !== 1) throw new SplitInferenceError(INFER_ERRORS.invalidMessage, `a request sets exactly one of open, step, close or info (${set.length} set)`)
   return set[0]
 }
 
-export function responseKind (response: InferResponse): 'opened' | 'result' | 'closed' | 'error' {
-  const set = (['opened', 'result', 'closed', 'error'] as const).filter((k) => response[k] != null)
+export function responseKind (response: InferResponse): 'opened' | 'result' | 'closed' | 'error' | 'info' {
+  const set = (['opened', 'result', 'closed', 'error', 'info'] as const).filter((k) => response[k] != null)
   if (set.length !== 1) throw new SplitInferenceError(INFER_ERRORS.invalidMessage, `a response sets exactly one field (${set.length} set)`)
   return set[0]
 }

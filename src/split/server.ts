@@ -3,10 +3,10 @@ import { Stage, type KvCache } from '../inference/index.ts'
 import { MessageChannel, RequestError } from '../mesh/index.ts'
 import { loadManifest, type ModelManifest } from '../model/index.ts'
 import { decodeActivationFrame, encodeActivationFrame, FRAME_HEADER_BYTES } from '../usxf/index.ts'
-import { InferRequest, InferResponse, type InferOpen, type InferStep } from '../pb/infer.ts'
+import { InferRequest, InferResponse, type InferInfo, type InferOpen, type InferStep } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { bytesToHex, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
+import { bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
 
 export interface LayerServerLimits {
   /** Sessions held at once, over all clients (default 16). */
@@ -98,6 +98,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
   let stopping = false
   let manifest: ModelManifest | null = null
   let maxMessageBytes = 0
+  let msPerLayer = 0
 
   const open = (request: InferOpen, peer: PeerId, current: ServerSession | null): { session: ServerSession, response: InferResponse } => {
     const m = manifest as ModelManifest
@@ -142,10 +143,26 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     const started = performance.now()
     const out = await (stage as Stage).run({ hidden: frame.values }, session.cache)
     const computeMs = performance.now() - started
+    // decode steps (one row) keep the per-layer estimate current
+    if (frame.rows === 1) msPerLayer = 0.9 * msPerLayer + 0.1 * computeMs / (span.end - span.start)
     session.nextStep++
     counters.steps++
     const reply = encodeActivationFrame({ step: frame.step, positionStart: frame.positionStart, rows: frame.rows, width: m.spec.hiddenSize, values: out.hidden as Float32Array }, { quantization: frame.quantization, quantGroup: bytes[4] | (bytes[5] << 8) })
     return { result: { frame: reply as Uint8Array<ArrayBuffer>, computeMs } }
+  }
+
+  const info = (): InferInfo => {
+    const m = manifest as ModelManifest
+    return {
+      configSha256: hexToBytes(m.configSha256) as Uint8Array<ArrayBuffer>,
+      weightsSha256: hexToBytes(m.weightsSha256) as Uint8Array<ArrayBuffer>,
+      layerStart: span.start,
+      layerEnd: span.end,
+      maxLength: limits.maxLength,
+      maxStepRows: limits.maxStepRows,
+      freeSessions: Math.max(0, limits.maxSessions - sessions.size),
+      msPerLayer
+    }
   }
 
   const serve = async (stream: Stream, connection: Connection): Promise<void> => {
@@ -187,6 +204,8 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
             response = opened.response
           } else if (kind === 'step') {
             response = await step(request.step as InferStep, session)
+          } else if (kind === 'info') {
+            response = { info: info() }
           } else {
             const id = request.close?.sessionId ?? ''
             if (session === null || session.id !== id) throw fail(INFER_ERRORS.unknownSession, `no session ${id.slice(0, 128)} on this stream`)
@@ -233,6 +252,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       maxMessageBytes = maxInferMessageBytes(limits.maxStepRows, m.spec.hiddenSize)
       const opened = await Stage.open(options.dataDir, m, { start: span.start, end: span.end, embed: false, lmHead: false }, { maxContext: maxLength, threads: options.threads, spinning: false })
       try {
+        msPerLayer = await calibrate(opened, m)
         await options.libp2p.handle(INFER_PROTOCOL, async (stream, connection) => {
           const served = serve(stream, connection)
           running.add(served)
@@ -264,4 +284,17 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     stats: () => ({ sessions: sessions.size, opened: counters.opened, steps: counters.steps, errors: { ...counters.errors } })
   }
   return server
+}
+
+/** Compute of one decode row per layer, ms: the best of a few one-row steps on a scratch cache after a warm-up. */
+async function calibrate (stage: Stage, manifest: ModelManifest): Promise<number> {
+  const cache = stage.newCache()
+  const hidden = new Float32Array(manifest.spec.hiddenSize).fill(0.01)
+  let best = Infinity
+  for (let i = 0; i < 4; i++) {
+    const started = performance.now()
+    await stage.run({ hidden }, cache)
+    if (i > 0) best = Math.min(best, performance.now() - started)
+  }
+  return best / stage.layers
 }
