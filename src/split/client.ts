@@ -7,7 +7,7 @@ import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } f
 import { InferRequest, InferResponse } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
+import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
 
 /** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
 export interface MeshHop {
@@ -361,7 +361,7 @@ class MeshRun {
     const frame = encodeActivationFrame({ step: hop.nextStep, positionStart, rows, width, values: hidden }, { quantization: this.model.quantization })
     const response = await this.exchange(hop, { step: { sessionId: this.id, frame: frame as Uint8Array<ArrayBuffer> } })
     if (response.result == null) throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not answer the step with a result')
-    const out = decodeActivationFrame(response.result.frame, { width, maxRows: rows })
+    const out = decodeActivationFrame(aligned(response.result.frame), { width, maxRows: rows })
     if (out.step !== hop.nextStep || out.positionStart !== positionStart || out.rows !== rows) {
       throw new SplitInferenceError(INFER_ERRORS.protocol, `the server answered step ${out.step} at ${out.positionStart} (${out.rows} rows) for step ${hop.nextStep} at ${positionStart} (${rows} rows)`)
     }

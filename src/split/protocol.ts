@@ -41,3 +41,12 @@ export function responseKind (response: InferResponse): 'opened' | 'result' | 'c
 }
 
 export const WIRE_QUANTIZATIONS: readonly UsxfQuantization[] = ['none', 'f16', 'int8-block']
+
+/**
+ * A frame's bytes at a 4-byte aligned offset. Protobuf decoding hands out Node Buffers at any
+ * offset, and decodeActivationFrame's own realignment (`slice()`) does not copy a Buffer, so an
+ * int8-block frame (f32 scales) at an unaligned offset would not decode.
+ */
+export function aligned (bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes)
+}

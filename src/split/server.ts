@@ -6,7 +6,7 @@ import { decodeActivationFrame, encodeActivationFrame, FRAME_HEADER_BYTES } from
 import { InferRequest, InferResponse, type InferInfo, type InferOpen, type InferStep } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
+import { aligned, bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
 
 export interface LayerServerLimits {
   /** Sessions held at once, over all clients (default 16). */
@@ -135,7 +135,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
         throw fail(INFER_ERRORS.tensorTooLarge, `a step carries at most ${limits.maxStepRows} rows of ${m.spec.hiddenSize}; got ${rows} x ${width}`)
       }
     }
-    const frame = decodeActivationFrame(bytes, { width: m.spec.hiddenSize, maxRows: limits.maxStepRows })
+    const frame = decodeActivationFrame(aligned(bytes), { width: m.spec.hiddenSize, maxRows: limits.maxStepRows })
     if (frame.rows === 0) throw fail(INFER_ERRORS.invalidMessage, 'a step carries at least one row')
     if (frame.step !== session.nextStep) throw fail(INFER_ERRORS.outOfOrder, `expected step ${session.nextStep}, got ${frame.step}`)
     if (frame.positionStart !== session.cache.length) throw fail(INFER_ERRORS.outOfOrder, `expected position ${session.cache.length}, got ${frame.positionStart}`)

@@ -81,3 +81,25 @@ test('split generation with f16 activations stays within tolerance of local gene
     await mesh.close()
   }
 })
+
+test('int8-block activations run end to end; agreement with local generation is reported', async (t) => {
+  const mesh = await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: chain(), quantization: 'int8-block', threads: 1 })
+  try {
+    let agree = 0
+    let total = 0
+    for (const seed of [1, 2, 3, 4]) {
+      const request = { promptIds: promptIds(16, seed), maxTokens: 16, stopTokens: [] }
+      const expected = await local.generate(request)
+      const got = await mesh.generate(request)
+      assert.equal(got.tokens.length, 16)
+      let same = 0
+      while (same < got.tokens.length && got.tokens[same] === expected.tokens[same]) same++
+      agree += same
+      total += got.tokens.length
+    }
+    t.diagnostic(`int8-block activations: ${agree}/${total} greedy tokens agree before any divergence`)
+    assert.ok(agree > 0, 'the first tokens agree')
+  } finally {
+    await mesh.close()
+  }
+})

@@ -172,3 +172,23 @@ test('a message over the size limit is refused and ends only its own stream', as
   await witness.advance()
   await witness.channel.close()
 })
+
+test('an idle session is dropped with its cache after the idle timeout; new sessions are still served', async () => {
+  const idle = await splitWorld([SPAN], { limits: { idleTimeoutMs: 300, maxSessions: 1 } })
+  try {
+    const m = await loadManifest(idle.dataDir, idle.model)
+    const dial = async (): Promise<MessageChannel> => await openChannel(idle.swarm.nodes[0].mesh.libp2p, idle.peer(1), INFER_PROTOCOL, { maxMessageBytes: 1 << 20, signal: AbortSignal.timeout(10_000) })
+    const request = { open: { sessionId: 'sleepy', configSha256: hex(m.configSha256), weightsSha256: hex(m.weightsSha256), layerStart: SPAN.start, layerEnd: SPAN.end, maxLength: 16 } }
+    const channel = await dial()
+    assert.ok((await exchange(channel, request)).opened != null)
+    assert.equal(idle.servers[0].stats().sessions, 1)
+    await waitFor(() => idle.servers[0].stats().sessions === 0, { what: 'the idle session dropped' })
+    await assert.rejects(channel.receive({ timeoutMs: 10_000 }), (err: { code?: string }) => err.code === 'ERR_STREAM_CLOSED')
+    // its slot is free again (the server holds one session at most)
+    const again = await dial()
+    assert.ok((await exchange(again, { ...request, open: { ...request.open, sessionId: 'awake' } })).opened != null)
+    await again.close()
+  } finally {
+    await idle.close()
+  }
+})
