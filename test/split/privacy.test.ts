@@ -93,7 +93,7 @@ test('only activation frames, the model identity and the span reach a layer serv
         assert.deepEqual(Object.keys(open).sort(), ['configSha256', 'layerEnd', 'layerStart', 'maxLength', 'sessionId', 'weightsSha256'])
         assert.match(open.sessionId, /^[0-9a-f]{24}$/, 'a random session id')
       } else if (kind === 'step') {
-        const frame = decodeActivationFrame(request.step!.frame, { width: hidden })
+        const frame = decodeActivationFrame(new Uint8Array(request.step!.frame), { width: hidden })
         assert.equal(frame.width, hidden)
         assert.equal(request.step!.frame.byteLength, 36 + frame.rows * hidden * 4, 'header, f32 payload and CRC: nothing else')
         frames++
@@ -109,4 +109,30 @@ test('only activation frames, the model identity and the span reach a layer serv
     assert.equal(contains(bytes, new TextEncoder().encode(JSON.stringify(allIds.slice(0, 3)).slice(1, -1))), false)
   }
   assert.equal(frames, 36)
+})
+
+test('an f16 decode step costs hidden x 2 bytes plus at most 128 bytes of framing per hop', async (t) => {
+  const streams: Array<{ protocol: string, chunks: Uint8Array[] }> = []
+  const libp2p = tappedLibp2p(world.swarm.nodes[0].mesh.libp2p, streams)
+  const mesh = await MeshModel.open({ libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: SPANS.map((s, i) => ({ ...s, peers: [world.peer(i + 1)] })), threads: 1 })
+  await mesh.generate({ promptIds: promptIds(8, 2), maxTokens: 6, stopTokens: [] })
+  await mesh.close()
+  const hidden = mesh.manifest.spec.hiddenSize
+  const sizes = new Set<number>()
+  for (const stream of streams) {
+    const bytes = Buffer.concat(stream.chunks)
+    let at = 0
+    for (const message of messages(bytes)) {
+      const prefixed = message.byteOffset - bytes.byteOffset - at + message.byteLength
+      at += prefixed
+      const request = InferRequest.decode(message)
+      if (request.step == null) continue
+      const frame = decodeActivationFrame(new Uint8Array(request.step.frame))
+      if (frame.rows === 1) sizes.add(prefixed)
+    }
+  }
+  t.diagnostic(`decode step on the wire (length prefix included): ${[...sizes].join(', ')} bytes for hidden ${hidden} (payload ${hidden * 2})`)
+  assert.equal(sizes.size, 1, 'every decode step has the same size')
+  const [size] = sizes
+  assert.ok(size <= hidden * 2 + 128, `${size} bytes`)
 })
