@@ -22,6 +22,7 @@ export const INFER_ERRORS = {
   unknownSession: 'ERR_UNKNOWN_SESSION',
   sessionExists: 'ERR_SESSION_EXISTS',
   serverFull: 'ERR_SERVER_FULL',
+  peerRefused: 'ERR_PEER_REFUSED',
   maxLength: 'ERR_MAX_LENGTH',
   protocol: 'ERR_INFER_PROTOCOL',
   invalidMessage: 'ERR_INVALID_MESSAGE',

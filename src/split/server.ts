@@ -112,7 +112,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       throw fail(INFER_ERRORS.wrongSpan, `this server serves layers ${span.start}-${span.end}, not ${request.layerStart}-${request.layerEnd}`)
     }
     if (request.maxLength < 1 || request.maxLength > limits.maxLength) throw fail(INFER_ERRORS.maxLength, `max length must be in 1..${limits.maxLength}, got ${request.maxLength}`)
-    if (!(options.acceptFrom?.(peer) ?? true)) throw fail(INFER_ERRORS.serverFull, 'this server does not take sessions from this peer')
+    if (!(options.acceptFrom?.(peer) ?? true)) throw fail(INFER_ERRORS.peerRefused, 'this server does not take sessions from this peer')
     const key = `${peer.toString()}/${request.sessionId}`
     if (sessions.has(key)) throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
     if (sessions.size >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${sessions.size} sessions, its limit`)

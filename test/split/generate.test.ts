@@ -103,3 +103,17 @@ test('int8-block activations run end to end; agreement with local generation is 
     await mesh.close()
   }
 })
+
+test('concurrent generations share the servers without mixing their caches', async () => {
+  const mesh = await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: chain(), quantization: 'none', threads: 1 })
+  try {
+    const requests = [1, 2, 3, 4].map((seed) => ({ promptIds: promptIds(6 + seed * 3, seed + 10), maxTokens: 12, stopTokens: [] }))
+    const expected = []
+    for (const request of requests) expected.push((await local.generate(request)).tokens)
+    const got = await Promise.all(requests.map(async (request) => (await mesh.generate(request)).tokens))
+    assert.deepEqual(got, expected)
+    assert.ok(world.servers.every((s) => s.stats().opened >= 4))
+  } finally {
+    await mesh.close()
+  }
+})

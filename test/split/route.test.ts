@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
 import { loadManifest } from '../../src/model/index.ts'
-import { MeshModel, planRoute, probeServers, type ServerInfo } from '../../src/split/index.ts'
+import { createLayerServer, MeshModel, planRoute, probeServers, type LayerServer, type ServerInfo } from '../../src/split/index.ts'
 import { promptIds, splitWorld } from './fixtures.ts'
 
 const fakePeer = (name: string): PeerId => ({ toString: () => name }) as unknown as PeerId
@@ -68,6 +68,31 @@ test('probed servers report their spans and compute; the planned chain generates
     assert.deepEqual(other.failed.map((f) => f.code), ['ERR_WRONG_MODEL'])
   } finally {
     await local.close()
+    await world.close()
+  }
+})
+
+test('a server with acceptFrom refuses other peers with ERR_PEER_REFUSED; the client routes around it', async () => {
+  const world = await splitWorld([], { extraNodes: 2 })
+  const extra: LayerServer[] = []
+  try {
+    // node 1 and 2 both serve 1-4 (a 5-layer model: head 1, tail 1); node 1 admits nobody but node 2
+    const admitted = world.peer(2).toString()
+    for (const node of [1, 2]) {
+      const server = createLayerServer({ libp2p: world.swarm.nodes[node].mesh.libp2p, dataDir: world.dataDir, model: world.model, layers: { start: 1, end: 4 }, threads: 1, acceptFrom: node === 1 ? (peer) => peer.toString() === admitted : undefined })
+      await server.start()
+      extra.push(server)
+    }
+    const mesh = await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: [{ start: 1, end: 4, peers: [world.peer(1), world.peer(2)] }], quantization: 'none', threads: 1 })
+    try {
+      const result = await mesh.generate({ promptIds: promptIds(6), maxTokens: 4, stopTokens: [] })
+      assert.deepEqual(result.failovers.map((f) => [f.code, f.to]), [['ERR_PEER_REFUSED', world.peer(2).toString()]])
+      assert.equal(extra[0].stats().opened, 0)
+    } finally {
+      await mesh.close()
+    }
+  } finally {
+    for (const server of extra) await server.stop()
     await world.close()
   }
 })
