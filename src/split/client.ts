@@ -266,10 +266,11 @@ class MeshRun {
   private async runHop (hop: HopSession, hidden: Float32Array): Promise<Float32Array> {
     const tried = new Set<string>()
     let lastError: unknown
+    // the server that failed first on this step (later ones may fail while replacing it)
+    let failed: PeerId | null = null
     for (;;) {
       this.signal.throwIfAborted()
       let replayed = 0
-      const failed = hop.peer
       try {
         if (hop.channel === null) {
           const peer = this.model.candidates(hop.hop, tried)[0]
@@ -297,6 +298,7 @@ class MeshRun {
         if (this.signal.aborted) throw err
         lastError = err
         const peer = hop.peer
+        failed ??= peer
         this.model.wire.logger.warn({ hop: hop.index, peer: peer?.toString(), code: codeOf(err), err: errorMessage(err) }, 'layer server failed; re-routing its span')
         if (peer !== null) { this.model.ban(peer); tried.add(peer.toString()) }
         hop.channel?.abort(err as Error)
