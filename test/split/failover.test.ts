@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { LocalModel } from '../../src/inference/index.ts'
 import { MessageChannel } from '../../src/mesh/index.ts'
-import { INFER_PROTOCOL, MeshModel, type MeshHop } from '../../src/split/index.ts'
+import { createLayerServer, INFER_PROTOCOL, MeshModel, type LayerServer, type MeshHop } from '../../src/split/index.ts'
 import { maxAbsDiff } from '../model/fixtures.ts'
 import { promptIds, SPANS, splitWorld, type SplitWorld } from './fixtures.ts'
 
@@ -101,5 +101,37 @@ test('with no server left for a span, generation fails with ERR_NO_ROUTE', async
     await assert.rejects(mesh.generate({ promptIds: promptIds(5), maxTokens: 2 }), (err: { code?: string, cause?: { code?: string } }) => err.code === 'ERR_NO_ROUTE' && err.cause?.code === 'ERR_WRONG_SPAN')
   } finally {
     await mesh.close()
+  }
+})
+
+test('with f16 activations a failover continues exactly like an uninterrupted f16 run (the replay re-sends the same rows)', async () => {
+  // node 2's server was stopped above: start a new one there, as the replacement for node 4
+  const restarted: LayerServer = createLayerServer({ libp2p: world.swarm.nodes[2].mesh.libp2p, dataDir: world.dataDir, model: world.model, layers: SPANS[1], threads: 1 })
+  await restarted.start()
+  const open = async (middle: number[]): Promise<MeshModel> => await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: chain(middle), threads: 1 })
+  const request = { promptIds: promptIds(11, 12), maxTokens: 20, stopTokens: [] }
+  const steady = await open([4])
+  const meshes = [steady]
+  let stopped: Promise<void> | undefined
+  try {
+    const expected = await steady.generate(request)
+    assert.equal(steady.quantization, 'f16')
+    const victim = world.swarm.nodes[4]
+    const interrupted = await open([4, 2])
+    meshes.push(interrupted)
+    const result = await interrupted.generate({
+      ...request,
+      onToken: (event) => {
+        if (event.index !== 5) return
+        stopped = world.servers[3].stop()
+        for (const connection of victim.mesh.libp2p.getConnections()) connection.abort(new Error('killed'))
+      }
+    })
+    assert.deepEqual(result.failovers.map((f) => [f.from, f.to, f.replayed]), [[world.peer(4).toString(), world.peer(2).toString(), 11 + 5]])
+    assert.deepEqual(result.tokens, expected.tokens)
+  } finally {
+    await stopped
+    for (const mesh of meshes) await mesh.close()
+    await restarted.stop()
   }
 })
