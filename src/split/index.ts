@@ -2,4 +2,4 @@ export { createLayerServer, type LayerServer, type LayerServerOptions, type Laye
 export { MeshModel, type MeshModelOptions, type MeshHop, type MeshTimeouts, type MeshGenerateResult, type Failover } from './client.ts'
 export { SplitInferenceError, INFER_ERRORS } from './errors.ts'
 export { INFER_PROTOCOL, maxInferMessageBytes, requestKind, responseKind } from './protocol.ts'
-export { probeServers, planRoute, type ServerInfo, type ProbeResult, type RouteOptions, type Route } from './route.ts'
+export { probeServers, planRoute, openRoutedModel, type ServerInfo, type ProbeResult, type RouteOptions, type Route, type RoutedModelOptions } from './route.ts'

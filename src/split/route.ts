@@ -1,9 +1,9 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
-import type { ModelManifest } from '../model/index.ts'
+import { loadManifest, type ModelManifest } from '../model/index.ts'
 import { InferRequest, InferResponse, type InferInfo } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError } from '../util/index.ts'
-import type { MeshHop } from './client.ts'
+import { MeshModel, type MeshHop, type MeshModelOptions } from './client.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 import { bytesToHex, INFER_PROTOCOL, responseKind } from './protocol.ts'
 
@@ -125,4 +125,22 @@ export function planRoute (servers: readonly ServerInfo[], options: RouteOptions
     peers: [s, ...usable.filter((o) => o !== s && o.start === s.start && o.end === s.end).sort((a, b) => cost(a) - cost(b))].map((o) => o.peer)
   }))
   return { chain, expectedMsPerToken: best[to] }
+}
+
+export interface RoutedModelOptions extends Omit<MeshModelOptions, 'chain'> {
+  /** Candidate layer servers; each is probed, the chain is planned over the ones that answer. */
+  peers: PeerId[]
+  /** Positions the sessions need (default 512). */
+  maxLength?: number
+  hopOverheadMs?: number
+  signal?: AbortSignal
+}
+
+/** Probes the peers, plans the fastest chain over them (`planRoute`), and opens a MeshModel on it. */
+export async function openRoutedModel (options: RoutedModelOptions): Promise<{ model: MeshModel, route: Route, probe: ProbeResult }> {
+  const manifest = await loadManifest(options.dataDir, options.name)
+  const probe = await probeServers(options.libp2p, options.peers, manifest, { dialMs: options.timeouts?.dialMs, replyMs: options.timeouts?.replyMs, signal: options.signal })
+  const route = planRoute(probe.servers, { layers: manifest.spec.numLayers, headLayers: options.headLayers, tailLayers: options.tailLayers, maxLength: options.maxLength ?? 512, hopOverheadMs: options.hopOverheadMs })
+  const model = await MeshModel.open({ ...options, chain: route.chain })
+  return { model, route, probe }
 }

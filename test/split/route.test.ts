@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import type { PeerId } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
 import { loadManifest } from '../../src/model/index.ts'
-import { createLayerServer, MeshModel, planRoute, probeServers, type LayerServer, type ServerInfo } from '../../src/split/index.ts'
+import { createLayerServer, MeshModel, openRoutedModel, planRoute, probeServers, type LayerServer, type ServerInfo } from '../../src/split/index.ts'
 import { promptIds, splitWorld } from './fixtures.ts'
 
 const fakePeer = (name: string): PeerId => ({ toString: () => name }) as unknown as PeerId
@@ -62,6 +62,18 @@ test('probed servers report their spans and compute; the planned chain generates
       assert.deepEqual((await mesh.generate(request)).tokens, (await local.generate(request)).tokens)
     } finally {
       await mesh.close()
+    }
+    // the same in one call, with a peer that serves nothing among the candidates
+    const routed = await openRoutedModel({ libp2p: client, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, peers: [...peers, world.peer(0)], quantization: 'none', threads: 1, maxLength: 64, timeouts: { dialMs: 5000, replyMs: 5000 } })
+    try {
+      assert.equal(routed.probe.servers.length, 4)
+      assert.deepEqual(routed.probe.failed.map((f) => f.peer.toString()), [world.peer(0).toString()])
+      const bounds = routed.route.chain.flatMap((h) => [h.start, h.end])
+      assert.ok(bounds[0] === 1 && bounds.at(-1) === 4 && routed.route.chain.every((h, i) => i === 0 || h.start === routed.route.chain[i - 1].end), `the chain tiles 1-4: ${bounds.join(',')}`)
+      const request = { promptIds: promptIds(9, 3), maxTokens: 10, stopTokens: [] }
+      assert.deepEqual((await routed.model.generate(request)).tokens, (await local.generate(request)).tokens)
+    } finally {
+      await routed.model.close()
     }
     // another model's identity is refused at the probe
     const other = await probeServers(client, peers.slice(0, 1), { configSha256: manifest.configSha256, weightsSha256: '00'.repeat(32) })
