@@ -34,32 +34,8 @@ function spread (values: number[]): { min: number, median: number, max: number }
  */
 export async function runConnectScenario (options: ConnectScenarioOptions): Promise<ConnectScenarioReport> {
   const t0 = performance.now()
-  if (options.mode === 'memory') {
-    const swarm = await createSwarm({ nodes: options.nodes, topology: options.topology, k: options.k, seed: options.seed })
-    try {
-      const started = performance.now()
-      await swarm.connect()
-      await swarm.waitForTopology({ timeoutMs: options.timeoutMs })
-      const connected = performance.now()
-      await swarm.waitForRoutingTables(1, { timeoutMs: options.timeoutMs })
-      const tables = performance.now()
-      return {
-        scenario: 'connect',
-        mode: 'memory',
-        nodes: options.nodes,
-        topology: options.topology,
-        edges: swarm.edges.length,
-        startMs: started - t0,
-        connectedMs: connected - started,
-        routingTablesMs: tables - started,
-        routingTable: spread(swarm.nodes.map((n) => n.mesh.routingTableSize())),
-        peersPerNode: spread(swarm.nodes.map((n) => n.mesh.peers().length))
-      }
-    } finally {
-      await swarm.stop()
-    }
-  }
-  const swarm = await createProcessSwarm({ nodes: options.nodes, topology: options.topology, k: options.k, seed: options.seed })
+  const swarmOptions = { nodes: options.nodes, topology: options.topology, k: options.k, seed: options.seed }
+  const swarm = options.mode === 'memory' ? await createSwarm(swarmOptions) : await createProcessSwarm(swarmOptions)
   try {
     const started = performance.now()
     await swarm.connect()
@@ -67,18 +43,20 @@ export async function runConnectScenario (options: ConnectScenarioOptions): Prom
     const connected = performance.now()
     await swarm.waitForRoutingTables(1, { timeoutMs: options.timeoutMs })
     const tables = performance.now()
-    const statuses = await Promise.all(swarm.members.map(async (m) => await swarm.status(m.index)))
+    const sizes = 'nodes' in swarm
+      ? swarm.nodes.map((n) => ({ table: n.mesh.routingTableSize(), peers: n.mesh.peers().length }))
+      : (await Promise.all(swarm.members.map(async (m) => await swarm.status(m.index)))).map((s) => ({ table: s.routingTableSize, peers: s.peers.length }))
     return {
       scenario: 'connect',
-      mode: 'process',
+      mode: options.mode,
       nodes: options.nodes,
       topology: options.topology,
       edges: swarm.edges.length,
       startMs: started - t0,
       connectedMs: connected - started,
       routingTablesMs: tables - started,
-      routingTable: spread(statuses.map((s) => s.routingTableSize)),
-      peersPerNode: spread(statuses.map((s) => s.peers.length))
+      routingTable: spread(sizes.map((s) => s.table)),
+      peersPerNode: spread(sizes.map((s) => s.peers))
     }
   } finally {
     await swarm.stop()

@@ -3,16 +3,7 @@ import assert from 'node:assert/strict'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { createBrainBridge, createTeamService, type TeamService } from '../../src/team/index.ts'
-import { alteredMemoryBody, createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
-
-async function formTeam (teams: TeamService[]): Promise<string> {
-  const { teamId } = await teams[0].createTeam('field-notes')
-  for (const member of teams.slice(1)) {
-    const { token } = await teams[0].createInvite(teamId)
-    await member.join(token)
-  }
-  return teamId
-}
+import { createTeamSwarm, formTeam, memoryBody, waitForCount } from './helpers.ts'
 
 test('a partitioned swarm converges after the partition heals', async (t) => {
   const team = await createTeamSwarm(6)

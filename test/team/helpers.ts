@@ -40,3 +40,13 @@ export async function waitForCount (teams: TeamService[], teamId: string, count:
     what: `every node holding ${count} shards of the team`
   })
 }
+
+/** The first service creates a team and invites every other one into it. */
+export async function formTeam (teams: TeamService[], name = 'research'): Promise<string> {
+  const { teamId } = await teams[0].createTeam(name)
+  for (const member of teams.slice(1)) {
+    const { token } = await teams[0].createInvite(teamId)
+    await member.join(token)
+  }
+  return teamId
+}

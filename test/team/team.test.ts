@@ -1,17 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { generateEd25519, identityFromKeyPair } from '../../src/identity/index.ts'
-import { createShard, decodeShard, encodeCanonicalJson, MAX_SHARD_BYTES, ShardRejectedError, type TeamService } from '../../src/team/index.ts'
-import { alteredMemoryBody, createTeamSwarm, memoryBody, waitForCount } from './helpers.ts'
-
-async function formTeam (teams: TeamService[]): Promise<string> {
-  const { teamId } = await teams[0].createTeam('research')
-  for (const member of teams.slice(1)) {
-    const { token } = await teams[0].createInvite(teamId)
-    await member.join(token)
-  }
-  return teamId
-}
+import { createShard, decodeShard, encodeCanonicalJson, MAX_SHARD_BYTES, ShardRejectedError } from '../../src/team/index.ts'
+import { alteredMemoryBody, createTeamSwarm, formTeam, memoryBody, waitForCount } from './helpers.ts'
 
 test('forged, wrong-team, unknown-author, oversized, malformed, replayed and future shards are refused and nothing is stored', async (t) => {
   const team = await createTeamSwarm(2)
