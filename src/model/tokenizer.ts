@@ -15,6 +15,8 @@ export class TextTokenizer {
   private readonly tokenizer: Tokenizer
   private readonly template: Template | null
   private readonly config: Record<string, unknown>
+  /** The vocabulary's unknown-token id: the JS tokenizer leaves out-of-vocabulary words of a WordLevel model as undefined. */
+  private readonly unknownId: number | undefined
 
   constructor (tokenizerJson: string, tokenizerConfig: Record<string, unknown> = {}, chatTemplate: string | null = null) {
     if (tokenizerJson.length > MAX_TOKENIZER_BYTES) throw new ModelConfigError('tokenizer.json is too large')
@@ -35,6 +37,8 @@ export class TextTokenizer {
       throw new ModelConfigError(`the chat template does not parse: ${(err as Error).message}`, { cause: err })
     }
     this.config = tokenizerConfig
+    const unknown = (json as { model?: { unk_token?: unknown } }).model?.unk_token
+    this.unknownId = typeof unknown === 'string' ? this.tokenizer.token_to_id(unknown) : undefined
   }
 
   get hasChatTemplate (): boolean {
@@ -42,7 +46,10 @@ export class TextTokenizer {
   }
 
   encode (text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids
+    const ids: Array<number | undefined> = this.tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids
+    if (!ids.some((id) => typeof id !== 'number')) return ids as number[]
+    if (this.unknownId === undefined) throw new InvalidInputError('the text holds words this tokenizer\'s vocabulary lacks, and it has no unknown token')
+    return ids.map((id) => (typeof id === 'number' ? id : this.unknownId as number))
   }
 
   decode (ids: number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -22,3 +22,19 @@ test('chat templates come from chat_template.jinja, a string, or the default of 
   assert.equal(extractChatTemplate({ chat_template: [{ name: 'tool_use', template: 't' }, { name: 'default', template: 'd' }] }, null), 'd')
   assert.equal(extractChatTemplate({}, null), null)
 })
+
+test('a word-level vocabulary maps out-of-vocabulary words to its unknown token', () => {
+  const json = JSON.stringify({
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [{ id: 0, content: '<unk>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+    normalizer: null,
+    pre_tokenizer: { type: 'Whitespace' },
+    post_processor: null,
+    decoder: null,
+    model: { type: 'WordLevel', vocab: { '<unk>': 0, alpha: 1, beta: 2 }, unk_token: '<unk>' }
+  })
+  const tokenizer = new TextTokenizer(json)
+  assert.deepEqual(tokenizer.encode('alpha zeta beta'), [1, 0, 2])
+})
