@@ -4,6 +4,7 @@ import { register as registerNodeCommands } from './node.ts'
 import { register as registerModelCommands } from './model.ts'
 import { register as registerBrainCommands } from './brain.ts'
 import { register as registerTeamCommands } from './team.ts'
+import { register as registerSplitCommands } from './split.ts'
 import { register as registerSkillCommands } from './skills.ts'
 
 /**
@@ -15,5 +16,6 @@ export const commandModules: Array<(program: Command, cli: CliContext) => void> 
   registerModelCommands,
   registerBrainCommands,
   registerTeamCommands,
+  registerSplitCommands,
   registerSkillCommands
 ]

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { connectToDaemon } from '../../src/client/index.ts'
 import { writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import {
@@ -197,9 +198,31 @@ export function register (program: Command, cli: CliContext): void {
     .option('--prompt-ids <ids>', 'comma-separated prompt token ids instead of text')
     .option('--dump-logits <file>', 'write the logits of every position (prompt included) as JSON lines: one array per position')
     .option('--json', 'print {"tokens", "text", ...} instead of streaming text')
-    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean }, command: Command) => {
+    .option('--mesh', 'run through the running node: first and last layers here, the middle on peers serving it')
+    .option('--head-layers <n>', 'with --mesh: layers kept local at the start (default 1)')
+    .option('--tail-layers <n>', 'with --mesh: layers kept local at the end (default 1)')
+    .option('--activations <q>', 'with --mesh: f16 (default), none (exact f32) or int8-block')
+    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string }, command: Command) => {
       if ((prompt === undefined) === (options.promptIds === undefined)) throw new UsageError('give a prompt or --prompt-ids (not both)')
       const request = generationRequest(options)
+      if (options.mesh === true) {
+        if (options.dumpLogits !== undefined) throw new UsageError('--dump-logits is for local runs')
+        if (options.activations !== undefined && !['f16', 'none', 'int8-block'].includes(options.activations)) throw new UsageError('--activations is f16, none or int8-block')
+        const client = await connectToDaemon(cli.paths(command).root)
+        const result = await client.call<{ tokens: number[], text: string, promptTokens: number, finishReason: string, route: Array<{ start: number, end: number, peer?: string }> }>('POST', '/api/run/mesh', {
+          model: name,
+          ...(options.promptIds !== undefined ? { promptIds: parseIdList('--prompt-ids', options.promptIds) } : { prompt }),
+          maxTokens: request.maxTokens,
+          sampling: request.sampling,
+          stopTokens: request.stopTokens,
+          headLayers: options.headLayers !== undefined ? parseIntegerFlag('--head-layers', options.headLayers, 1, 100_000) : undefined,
+          tailLayers: options.tailLayers !== undefined ? parseIntegerFlag('--tail-layers', options.tailLayers, 1, 100_000) : undefined,
+          quantization: options.activations
+        }, { timeoutMs: 3_600_000 })
+        if (options.json === true) cli.out(JSON.stringify(result))
+        else cli.out(`${result.text.length > 0 ? result.text : result.tokens.join(',')}\n(route: ${result.route.map((h) => `${h.start}-${h.end}@${(h.peer ?? '').slice(-8)}`).join(' -> ')})`)
+        return
+      }
       const local = await openModel(cli.paths(command).root, name, options)
       try {
         const logits: string[] = []

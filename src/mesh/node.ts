@@ -1,7 +1,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
-import { identify, type Identify } from '@libp2p/identify'
+import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2p/identify'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
 import { memory } from '@libp2p/memory'
@@ -22,6 +22,7 @@ export const MDNS_SERVICE_TAG = '_permagent-mesh._udp.local'
 
 export interface MeshServices extends Record<string, unknown> {
   identify: Identify
+  identifyPush: IdentifyPush
   ping: Ping
   dht: KadDHT
   pubsub: GossipSub
@@ -117,6 +118,8 @@ export async function createMeshNode (options: MeshNodeOptions): Promise<MeshNod
     connectionProtector: options.psk != null ? preSharedKey({ psk: options.psk }) : undefined,
     services: {
       identify: identify({ protocolPrefix: 'permagent' }),
+      // tells connected peers when our protocols change (a node that starts serving layers)
+      identifyPush: identifyPush({ protocolPrefix: 'permagent' }),
       ping: ping({ protocolPrefix: 'permagent' }),
       // a private DHT: its own protocol id, server mode, and private/loopback addresses kept
       // (the default mapper drops them, which breaks a home LAN or a loopback swarm)

@@ -3,6 +3,7 @@ import { createMetricsRoutes } from './metrics.ts'
 import { nodeRoutes } from './node.ts'
 import { brainRoutes } from './brain.ts'
 import { teamRoutes } from './team.ts'
+import { splitRoutes } from './split.ts'
 import { skillsRoutes } from './skills.ts'
 
 /**
@@ -13,6 +14,7 @@ export const allRoutes: Route[] = [
   ...nodeRoutes,
   ...brainRoutes,
   ...teamRoutes,
+  ...splitRoutes,
   ...skillsRoutes,
   ...createMetricsRoutes()
 ]

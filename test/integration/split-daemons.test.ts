@@ -1,0 +1,40 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { waitFor } from '../../src/util/wait-for.ts'
+import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
+
+test('three daemons: `serve` spans on two, `run --mesh` on the third equals a local run token for token', async (t) => {
+  const checkpoint = await tempDataDir('permagent-split-model-')
+  const dirs = [await tempDataDir(), await tempDataDir(), await tempDataDir()]
+  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
+  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', '7', '--out', join(checkpoint, 'tiny')])
+  assert.equal(synth.code, 0, synth.stderr)
+  for (const dir of dirs) {
+    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
+    assert.equal(imported.code, 0, imported.stderr)
+  }
+  const client = await startDaemon(dirs[0])
+  const serverB = await startDaemon(dirs[1], ['--bootstrap', client.info.addresses[0]])
+  const serverC = await startDaemon(dirs[2], ['--bootstrap', client.info.addresses[0]])
+  t.after(async () => { await client.kill(); await serverB.kill(); await serverC.kill() })
+
+  const servedB = await runCliJson(['serve', 'tiny', '--layers', '1-2', '--data-dir', dirs[1]])
+  assert.deepEqual(servedB.layers, { start: 1, end: 2 })
+  await runCliJson(['serve', 'tiny', '--layers', '2-3', '--data-dir', dirs[2]])
+  const bad = await runCli(['serve', 'tiny', '--layers', '3-2', '--data-dir', dirs[2]])
+  assert.notEqual(bad.code, 0)
+  assert.match(bad.stderr, /end must be after the start/)
+
+  const args = ['run', 'tiny', '--prompt-ids', '1,2,3,4,5', '--max-tokens', '12', '--temperature', '0', '--json']
+  const local = await runCliJson([...args.slice(0, -1), '--data-dir', dirs[0]])
+  // identify tells the client which peers now serve the protocol; retry until both spans are known
+  const mesh = await waitFor(async () => {
+    const result = await runCli([...args, '--mesh', '--activations', 'none', '--data-dir', dirs[0]])
+    return result.code === 0 ? JSON.parse(result.stdout) : undefined
+  }, { timeoutMs: 60_000, intervalMs: 500, what: 'a mesh run over both servers' })
+  assert.deepEqual(mesh.tokens, local.tokens)
+  assert.deepEqual(mesh.route.map((h: { start: number, end: number }) => [h.start, h.end]), [[1, 2], [2, 3]])
+  assert.equal(mesh.route[0].peer, serverB.info.peerId)
+  assert.equal(mesh.route[1].peer, serverC.info.peerId)
+})
