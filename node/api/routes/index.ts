@@ -4,6 +4,7 @@ import { nodeRoutes } from './node.ts'
 import { brainRoutes } from './brain.ts'
 import { teamRoutes } from './team.ts'
 import { splitRoutes } from './split.ts'
+import { openaiRoutes } from './openai.ts'
 import { skillsRoutes } from './skills.ts'
 
 /**
@@ -15,6 +16,7 @@ export const allRoutes: Route[] = [
   ...brainRoutes,
   ...teamRoutes,
   ...splitRoutes,
+  ...openaiRoutes,
   ...skillsRoutes,
   ...createMetricsRoutes()
 ]
