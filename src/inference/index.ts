@@ -3,3 +3,4 @@ export { Stage, type StageOptions, type StageInput, type StageOutput } from './s
 export { Sampler, argmax, validateSampling, type SamplingOptions } from './sampler.ts'
 export { LocalModel, ModelSession, splitSpans, type LocalModelOptions, type GenerateRequest, type GenerateResult, type TokenEvent, type TextGenerator } from './local-model.ts'
 export { ContextFullError, StageInputError, KvCacheMismatchError } from './errors.ts'
+export { encodePrompt, runGeneration, type ForwardRun, type GenerationModel } from './generation.ts'

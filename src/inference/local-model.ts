@@ -2,7 +2,8 @@ import { InvalidInputError } from '../util/index.ts'
 import { loadManifest, loadTokenizer, type ChatMessage, type ModelManifest, type StageSpan, type TextTokenizer } from '../model/index.ts'
 import { ContextFullError, KvCacheMismatchError, StageInputError } from './errors.ts'
 import type { KvCache, KvCacheSnapshot } from './kv-cache.ts'
-import { Sampler, type SamplingOptions } from './sampler.ts'
+import { encodePrompt, runGeneration } from './generation.ts'
+import type { SamplingOptions } from './sampler.ts'
 import { Stage, type StageOptions } from './stage.ts'
 
 export interface LocalModelOptions extends StageOptions {
@@ -175,64 +176,20 @@ export class LocalModel implements TextGenerator {
   }
 
   encodePrompt (request: Pick<GenerateRequest, 'prompt' | 'promptIds' | 'messages'>): number[] {
-    const given = [request.prompt, request.promptIds, request.messages].filter((x) => x !== undefined).length
-    if (given !== 1) throw new InvalidInputError('give exactly one of prompt, promptIds or messages')
-    if (request.promptIds !== undefined) {
-      const vocab = this.manifest.spec.vocabSize
-      for (const id of request.promptIds) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new InvalidInputError(`prompt token ${id} is outside the vocabulary (${vocab})`)
-      return [...request.promptIds]
-    }
-    if (this.tokenizer === null) throw new InvalidInputError(`model ${this.manifest.name} has no tokenizer; pass token ids`)
-    const text = request.messages !== undefined ? this.tokenizer.renderChat(request.messages) : request.prompt as string
-    return this.tokenizer.encode(text, { addSpecialTokens: request.messages === undefined })
+    return encodePrompt(this, request)
   }
 
   async generate (request: GenerateRequest, session: ModelSession = this.newSession()): Promise<GenerateResult> {
     if (!Number.isInteger(request.maxTokens) || request.maxTokens < 0) throw new InvalidInputError('maxTokens must be a non-negative integer')
     const promptTokens = this.encodePrompt(request)
     if (promptTokens.length === 0) throw new InvalidInputError('the prompt is empty')
-    const sampler = new Sampler(request.sampling)
-    const stop = new Set(request.stopTokens ?? this.manifest.spec.eosTokenIds)
-    const wantAll = request.onLogits !== undefined
     request.signal?.throwIfAborted()
     if (session.length + promptTokens.length > this.maxContext) throw new ContextFullError(session.length + promptTokens.length, this.maxContext)
-    const startedAt = performance.now()
-    const base = session.length
-    const prefill = await session.forward(promptTokens, { allLogits: wantAll })
-    const vocab = this.manifest.spec.vocabSize
-    if (wantAll) for (let i = 0; i < promptTokens.length; i++) request.onLogits?.(base + i, prefill.subarray(i * vocab, (i + 1) * vocab))
-    let logits = prefill.subarray(prefill.length - vocab)
-    const prefillMs = performance.now() - startedAt
-    const tokens: number[] = []
-    let text = ''
-    let finishReason: GenerateResult['finishReason'] = 'length'
-    while (tokens.length < request.maxTokens) {
-      request.signal?.throwIfAborted()
-      const next = sampler.sample(logits, session.tokens)
-      tokens.push(next)
-      if (stop.has(next)) {
-        // Like Hugging Face generate, the stop token ends the ids; it adds no text.
-        request.onToken?.({ id: next, text: '', index: tokens.length - 1 })
-        finishReason = 'stop'
-        break
-      }
-      let piece = ''
-      if (this.tokenizer !== null) {
-        const full = this.tokenizer.decode(tokens)
-        // Hold back text while a multi-byte character is incomplete (U+FFFD at the end).
-        if (!full.endsWith('\uFFFD')) {
-          piece = full.slice(text.length)
-          text = full
-        }
-      }
-      request.onToken?.({ id: next, text: piece, index: tokens.length - 1 })
-      if (tokens.length === request.maxTokens) break
-      if (session.length + 1 > this.maxContext) { finishReason = 'context'; break }
-      logits = (await session.forward([next], { allLogits: wantAll })).subarray(0, vocab)
-      request.onLogits?.(session.length - 1, logits)
-    }
-    if (this.tokenizer !== null) text = this.tokenizer.decode(finishReason === 'stop' ? tokens.slice(0, -1) : tokens)
-    return { tokens, text, promptTokens, finishReason, prefillMs, decodeMs: performance.now() - startedAt - prefillMs }
+    return await runGeneration(this, request, promptTokens, {
+      get length () { return session.length },
+      get tokens () { return session.tokens },
+      forward: async (tokens, allLogits) => await session.forward(tokens, { allLogits })
+    })
   }
 
   async close (): Promise<void> {

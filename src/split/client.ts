@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import { ContextFullError, Sampler, Stage, type GenerateRequest, type GenerateResult, type KvCache, type TextGenerator } from '../inference/index.ts'
+import { ContextFullError, encodePrompt, runGeneration, Stage, type GenerateRequest, type GenerateResult, type KvCache, type TextGenerator } from '../inference/index.ts'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
 import { loadManifest, loadTokenizer, type ModelManifest, type TextTokenizer } from '../model/index.ts'
 import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../usxf/index.ts'
@@ -138,16 +138,7 @@ export class MeshModel implements TextGenerator {
   }
 
   encodePrompt (request: Pick<GenerateRequest, 'prompt' | 'promptIds' | 'messages'>): number[] {
-    const given = [request.prompt, request.promptIds, request.messages].filter((x) => x !== undefined).length
-    if (given !== 1) throw new InvalidInputError('give exactly one of prompt, promptIds or messages')
-    if (request.promptIds !== undefined) {
-      const vocab = this.manifest.spec.vocabSize
-      for (const id of request.promptIds) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new InvalidInputError(`prompt token ${id} is outside the vocabulary (${vocab})`)
-      return [...request.promptIds]
-    }
-    if (this.tokenizer === null) throw new InvalidInputError(`model ${this.manifest.name} has no tokenizer; pass token ids`)
-    const text = request.messages !== undefined ? this.tokenizer.renderChat(request.messages) : request.prompt as string
-    return this.tokenizer.encode(text, { addSpecialTokens: request.messages === undefined })
+    return encodePrompt(this, request)
   }
 
   /** Generates like `LocalModel.generate`: the prompt in one step through the chain, then one step per token. */
@@ -166,43 +157,8 @@ export class MeshModel implements TextGenerator {
   }
 
   private async decodeLoop (request: GenerateRequest, promptTokens: number[], session: MeshRun): Promise<MeshGenerateResult> {
-    const sampler = new Sampler(request.sampling)
-    const stop = new Set(request.stopTokens ?? this.manifest.spec.eosTokenIds)
-    const wantAll = request.onLogits !== undefined
-    const vocab = this.manifest.spec.vocabSize
-    const startedAt = performance.now()
-    const prefill = await session.forward(promptTokens, wantAll)
-    if (wantAll) for (let i = 0; i < promptTokens.length; i++) request.onLogits?.(i, prefill.subarray(i * vocab, (i + 1) * vocab))
-    let logits = prefill.subarray(prefill.length - vocab)
-    const prefillMs = performance.now() - startedAt
-    const tokens: number[] = []
-    let text = ''
-    let finishReason: GenerateResult['finishReason'] = 'length'
-    while (tokens.length < request.maxTokens) {
-      request.signal?.throwIfAborted()
-      const next = sampler.sample(logits, session.tokens)
-      tokens.push(next)
-      if (stop.has(next)) {
-        request.onToken?.({ id: next, text: '', index: tokens.length - 1 })
-        finishReason = 'stop'
-        break
-      }
-      let piece = ''
-      if (this.tokenizer !== null) {
-        const full = this.tokenizer.decode(tokens)
-        if (!full.endsWith('\uFFFD')) {
-          piece = full.slice(text.length)
-          text = full
-        }
-      }
-      request.onToken?.({ id: next, text: piece, index: tokens.length - 1 })
-      if (tokens.length === request.maxTokens) break
-      if (session.length + 1 > this.maxContext) { finishReason = 'context'; break }
-      logits = (await session.forward([next], wantAll)).subarray(0, vocab)
-      request.onLogits?.(session.length - 1, logits)
-    }
-    if (this.tokenizer !== null) text = this.tokenizer.decode(finishReason === 'stop' ? tokens.slice(0, -1) : tokens)
-    return { tokens, text, promptTokens, finishReason, prefillMs, decodeMs: performance.now() - startedAt - prefillMs, failovers: session.failovers }
+    const result = await runGeneration(this, request, promptTokens, session)
+    return { ...result, failovers: session.failovers }
   }
 
   /** @internal the servers a hop may use now, primary first, banned ones skipped. */

@@ -71,6 +71,10 @@ function samplingOf (body: { temperature?: number | null, top_p?: number | null,
 
 const finishReason = (reason: GenerateResult['finishReason']): 'stop' | 'length' => reason === 'stop' ? 'stop' : 'length'
 
+function usageOf (result: GenerateResult): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
+  return { prompt_tokens: result.promptTokens.length, completion_tokens: result.tokens.length, total_tokens: result.promptTokens.length + result.tokens.length }
+}
+
 function startEvents (response: ServerResponse): (data: unknown) => void {
   response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
   return (data) => { response.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`) }
@@ -105,7 +109,7 @@ export const openaiRoutes: Route[] = [
         send(chunk({ role: 'assistant', content: '' }, null))
         const result = await generate(node, b.model, { messages, maxTokens, sampling: samplingOf(b), signal, onToken: (e) => { if (e.text !== '') send(chunk({ content: e.text }, null)) } })
         send(chunk({}, finishReason(result.finishReason)))
-        if (b.stream_options?.include_usage === true) send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: { prompt_tokens: result.promptTokens.length, completion_tokens: result.tokens.length, total_tokens: result.promptTokens.length + result.tokens.length } })
+        if (b.stream_options?.include_usage === true) send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: usageOf(result) })
         send('[DONE]')
         response.end()
         return undefined
@@ -117,7 +121,7 @@ export const openaiRoutes: Route[] = [
         created,
         model: b.model,
         choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: { prompt_tokens: result.promptTokens.length, completion_tokens: result.tokens.length, total_tokens: result.promptTokens.length + result.tokens.length }
+        usage: usageOf(result)
       }
     }
   },
@@ -148,7 +152,7 @@ export const openaiRoutes: Route[] = [
         created,
         model: b.model,
         choices: [{ index: 0, text: result.text, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: { prompt_tokens: result.promptTokens.length, completion_tokens: result.tokens.length, total_tokens: result.promptTokens.length + result.tokens.length }
+        usage: usageOf(result)
       }
     }
   }
