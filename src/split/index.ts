@@ -3,3 +3,4 @@ export { MeshModel, type MeshModelOptions, type MeshHop, type MeshTimeouts, type
 export { SplitInferenceError, INFER_ERRORS } from './errors.ts'
 export { INFER_PROTOCOL, maxInferMessageBytes, requestKind, responseKind } from './protocol.ts'
 export { probeServers, planRoute, openRoutedModel, type ServerInfo, type ProbeResult, type RouteOptions, type Route, type RoutedModelOptions } from './route.ts'
+export { layerServerCandidates } from './discover.ts'

@@ -46,6 +46,8 @@ export interface LayerServerStats {
   opened: number
   steps: number
   errors: Record<string, number>
+  /** Measured compute of one decode row per layer, ms (calibrated at start, then from decode steps). */
+  msPerLayer: number
 }
 
 export interface LayerServer {
@@ -281,7 +283,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
         stopping = false
       }
     },
-    stats: () => ({ sessions: sessions.size, opened: counters.opened, steps: counters.steps, errors: { ...counters.errors } })
+    stats: () => ({ sessions: sessions.size, opened: counters.opened, steps: counters.steps, errors: { ...counters.errors }, msPerLayer })
   }
   return server
 }

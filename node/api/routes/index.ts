@@ -4,6 +4,7 @@ import { nodeRoutes } from './node.ts'
 import { brainRoutes } from './brain.ts'
 import { teamRoutes } from './team.ts'
 import { splitRoutes } from './split.ts'
+import { meshRunRoutes } from './mesh-run.ts'
 import { openaiRoutes } from './openai.ts'
 import { skillsRoutes } from './skills.ts'
 
@@ -16,6 +17,7 @@ export const allRoutes: Route[] = [
   ...brainRoutes,
   ...teamRoutes,
   ...splitRoutes,
+  ...meshRunRoutes,
   ...openaiRoutes,
   ...skillsRoutes,
   ...createMetricsRoutes()
