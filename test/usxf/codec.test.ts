@@ -8,7 +8,7 @@ import {
   type UsxfHeaderInfo, type UsxfQuantization
 } from '../../src/usxf/index.ts'
 import { f16BitsToF32Bits, f32ToF16Bits } from '../../src/usxf/half.ts'
-import { crc32cJs } from '../../src/usxf/crc32c.ts'
+import { CRC32C_IMPLEMENTATION, crc32cJs, crc32cWasm } from '../../src/usxf/crc32c.ts'
 import { collect, maxAbsDiff, otherIdentity, seededValues, syntheticState, testIdentity } from './helpers.ts'
 
 test('crc32c matches the published check values, in pieces and at any alignment', () => {
@@ -29,12 +29,17 @@ test('crc32c matches the published check values, in pieces and at any alignment'
     shifted.set(data, offset)
     assert.equal(crc32c(shifted.subarray(offset, offset + 1000)), whole, `offset ${offset}`)
   }
-  // the WebAssembly path (large inputs, in pieces larger than its memory) equals the JavaScript loop
+  // the native and WebAssembly paths (large inputs; pieces larger than the WebAssembly memory) equal the JavaScript loop
   const big = new Uint8Array(5 * 1024 * 1024 + 13).map((_, i) => (i * 2654435761) >>> 24)
-  for (const [start, end] of [[0, big.length], [1, 4097], [3, 1024 * 1024 + 5], [7, 1030]]) {
-    assert.equal(crc32c(big.subarray(start, end)), crc32cJs(big.subarray(start, end)), `${start}-${end}`)
-    assert.equal(crc32c(big.subarray(start, end), 0x12345678), crc32cJs(big.subarray(start, end), 0x12345678))
+  for (const [start, end] of [[0, big.length], [1, 4097], [3, 1024 * 1024 + 5], [7, 1030], [5, 300]]) {
+    const piece = big.subarray(start, end)
+    for (const [name, crc] of [['default', crc32c], ['wasm', crc32cWasm]] as const) {
+      assert.equal(crc(piece), crc32cJs(piece), `${name} ${start}-${end}`)
+      assert.equal(crc(piece, 0x12345678), crc32cJs(piece, 0x12345678), `${name} ${start}-${end} continued`)
+    }
   }
+  // this machine has a build of the addon; a platform without one falls back to WebAssembly
+  assert.equal(CRC32C_IMPLEMENTATION, 'native')
 })
 
 test('fast f16 conversions agree with the model module bit for bit', () => {
