@@ -1,4 +1,4 @@
-export { crc32c } from './crc32c.ts'
+export { crc32c, CRC32C_IMPLEMENTATION } from './crc32c.ts'
 export {
   UsxfError, UsxfTruncatedError, UsxfChecksumError, UsxfBlockHashError, UsxfSignatureError, UsxfProducerError, UsxfModelMismatchError,
   UsxfShapeMismatchError, UsxfContextExceededError, UsxfFormatError, UsxfFidelityError, UsxfProtocolError, UsxfUnknownSessionError,
