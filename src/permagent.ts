@@ -6,6 +6,7 @@ import { createBrainBridge, createTeamService, type BrainBridge, type TeamServic
 import { identityFromKeyPair, loadOrCreateKeyFile, type Identity } from './identity/index.ts'
 import { createMeshNode, type MeshNode, type PeerSummary } from './mesh/index.ts'
 import { createSkillsService, type SkillLimits, type SkillsService, type SkillTrustPolicy } from './skills/index.ts'
+import { createSessionHost, type SessionHost, type SessionHostLimits, type SessionMigrationSettings } from './sessions/index.ts'
 import { silentLogger, type Logger } from './util/logger.ts'
 import { PERMAGENT_VERSION } from './version.ts'
 
@@ -35,6 +36,11 @@ export interface PermagentOptions {
   team?: { trust?: Record<string, number>, syncIntervalMs?: number, maxClockSkewMs?: number, now?: () => number }
   /** Skills: the install trust policy (merged with dataDir/skills/policy.json), lower packing limits, clock. */
   skills?: { policy?: SkillTrustPolicy, limits?: Partial<SkillLimits>, now?: () => number }
+  /**
+   * Hosted generation sessions: limits, migration tuning, and whether sessions may migrate in
+   * (acceptMigrations, default true; inbound peers must also pass the connection gater).
+   */
+  sessions?: { limits?: Partial<SessionHostLimits>, acceptMigrations?: boolean, threads?: number, maxContext?: number, migration?: SessionMigrationSettings }
 }
 
 export interface NodeStatus {
@@ -68,6 +74,8 @@ export interface Permagent {
   readonly shared: BrainBridge
   /** Signed skills on the teams: publish, install, yank, activity suggestions (dataDir/skills). */
   readonly skills: SkillsService
+  /** Generation sessions hosted here: create, continue, migrate to peers (USXF), drain. */
+  readonly sessions: SessionHost
   readonly logger: Logger
   start: () => Promise<void>
   stop: () => Promise<void>
@@ -135,12 +143,22 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     now: options.skills?.now
   })
   team.setSkillPort(skills.teamPort)
+  const sessions = createSessionHost({
+    libp2p: mesh.libp2p,
+    identity,
+    dataDir: options.dataDir,
+    logger,
+    // the gater admitted the peer when it connected; its current verdict decides what migrates in
+    acceptFrom: (peer) => mesh.gater.allows(peer),
+    ...options.sessions
+  })
 
   const services: NodeService[] = [
     { name: 'brain', start: brain.start, stop: brain.stop },
     { name: 'mesh', start: mesh.start, stop: mesh.stop },
     { name: 'team', start: team.start, stop: async () => { await team.stop(); teamDb.close() } },
-    { name: 'skills', start: skills.start, stop: skills.stop }
+    { name: 'skills', start: skills.start, stop: skills.stop },
+    { name: 'sessions', start: sessions.start, stop: sessions.stop }
   ]
   const running: NodeService[] = []
   let startedAt: Date | null = null
@@ -166,6 +184,7 @@ export async function createPermagent (options: PermagentOptions): Promise<Perma
     team,
     shared,
     skills,
+    sessions,
     logger,
     get started () { return startedAt != null },
     async start () {

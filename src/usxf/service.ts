@@ -22,6 +22,11 @@ export interface MigrationServiceOptions {
   /** The node's hosted sessions (default: a new table). */
   sessions?: SessionTable
   logger?: Logger
+  /**
+   * Whether start() serves /permagent/usxf/1.0.0 (default true). Without it the service only sends
+   * sessions out; a node has one inbound handler, so a second service on it must not serve.
+   */
+  serveInbound?: boolean
   /** Peers allowed to migrate sessions in (default: any peer the connection gater admits). */
   acceptFrom?: (peer: PeerId) => boolean
   /** Largest inbound state at f32 (default 8 GiB). */
@@ -137,6 +142,7 @@ export function createMigrationService (options: MigrationServiceOptions): Migra
     protocol: USXF_PROTOCOL,
     async start () {
       if (started) return
+      if (options.serveInbound === false) { started = true; return }
       await options.libp2p.handle(USXF_PROTOCOL, async (stream, connection) => {
         const controller = new AbortController()
         inbound.add(controller)
@@ -152,6 +158,7 @@ export function createMigrationService (options: MigrationServiceOptions): Migra
     async stop () {
       if (!started) return
       started = false
+      if (options.serveInbound === false) return
       await options.libp2p.unhandle(USXF_PROTOCOL)
       for (const controller of inbound) controller.abort(new Error('the migration service stopped'))
     },
@@ -184,8 +191,8 @@ export function createMigrationService (options: MigrationServiceOptions): Migra
       const decoder = new UsxfDecoder({
         expectedProducer: restoreOptions.producer,
         maxPayloadBytes: maxStateBytes,
-        onHeader: (header) => {
-          const model = options.models.find(header.model)
+        onHeader: async (header) => {
+          const model = await options.models.find(header.model)
           if (model === undefined) throw new UsxfModelMismatchError(`this node has no model with weights ${header.model.weightsSha256.slice(0, 12)}…`)
           checkStateFits(header, model.manifest, model.maxContext)
           if (header.layerStart !== 0 || header.layerEnd !== model.manifest.spec.numLayers) throw new UsxfShapeMismatchError('a checkpoint restores whole sessions')

@@ -38,6 +38,14 @@ export function sessionPositions (session: ModelSession): number {
 export class SessionTable {
   private readonly sessions = new Map<string, HostedSession>()
   private accepting = true
+  /** Most sessions hosted at once; inbound migrations are refused at the offer when it is reached. */
+  readonly capacity: number
+
+  constructor (options: { capacity?: number } = {}) {
+    const capacity = options.capacity ?? Number.POSITIVE_INFINITY
+    if (!(capacity >= 1)) throw new UsxfRefusedError('a session table holds at least one session')
+    this.capacity = capacity
+  }
 
   get size (): number {
     return this.sessions.size
@@ -103,9 +111,12 @@ export class SessionTable {
   }
 }
 
-/** Finds an open model by the identity a USXF header names. */
+/**
+ * Finds a model by the identity a USXF header names. It may answer later: a node can open a stored
+ * model only when a migration or checkpoint for it arrives.
+ */
 export interface ModelCatalog {
-  find: (identity: ModelIdentity) => LocalModel | undefined
+  find: (identity: ModelIdentity) => LocalModel | undefined | Promise<LocalModel | undefined>
 }
 
 export function modelCatalog (models: Iterable<LocalModel>): ModelCatalog {

@@ -68,10 +68,11 @@ export async function serveMigration (wire: MigrationWire, remotePeer: PeerId, c
     const offer = await wire.expect('offer', read)
     if (!ctx.acceptFrom(remotePeer)) throw new UsxfRefusedError('this node does not accept migrations from you')
     if (!ctx.sessions.open) throw new UsxfRefusedError('this node is draining')
+    if (ctx.sessions.size + ctx.reserved.size >= ctx.sessions.capacity) throw new UsxfRefusedError(`this node hosts its limit of ${ctx.sessions.capacity} sessions`)
     sessionId = validateSessionId(offer.sessionId)
     if (offer.model == null) throw new UsxfProtocolError('the offer names no model')
     const identity = { configSha256: toHex(offer.model.configSha256), weightsSha256: toHex(offer.model.weightsSha256) }
-    const model = ctx.models.find(identity)
+    const model = await ctx.models.find(identity)
     if (model === undefined) throw new UsxfModelMismatchError(`this node has no model with config ${identity.configSha256.slice(0, 12)}… and weights ${identity.weightsSha256.slice(0, 12)}…`)
     const spec = model.manifest.spec
     if (offer.layerStart !== 0 || offer.layerEnd !== spec.numLayers) throw new UsxfShapeMismatchError(`this node hosts whole sessions (layers 0-${spec.numLayers}), not ${offer.layerStart}-${offer.layerEnd}`)

@@ -27,7 +27,8 @@ export async function migrationWorld (maxContexts: number[], options: { checkpoi
   const dir = await tempDir('permagent-usxf-')
   const data = join(dir.path, 'data')
   await importModel(data, { source: options.checkpoint ?? await tinyCheckpoint(join(dir.path, 'ckpt')), name: 'tiny' })
-  const swarm = await createSwarm({ nodes: maxContexts.length, topology: 'full' })
+  // each node gets its own migration service below, so the nodes' session hosts do not serve the protocol
+  const swarm = await createSwarm({ nodes: maxContexts.length, topology: 'full', nodeOptions: () => ({ sessions: { acceptMigrations: false } }) })
   const nodes: MigrationNode[] = []
   try {
     await swarm.connect()
