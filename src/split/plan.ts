@@ -32,8 +32,9 @@ export interface PoolPlanOptions extends StorageFormat {
   reserveFraction?: number
   /**
    * 'first' (default): machine 0 is the user's, holding embeddings, head and tail layers and the
-   * LM head; it serves no middle layers (a node does not route to itself). 'separate': every
-   * machine serves middle layers and the user's machine is not among them.
+   * LM head; what memory is left there serves middle layers through a second node on it (a node
+   * does not route to itself), after the other machines are full. 'separate': the user's machine
+   * is not among these, and every one serves middle layers.
    */
   client?: 'first' | 'separate'
   /** Compute of one decode row per layer, ms, and round trip per hop, ms, if measured elsewhere. */
@@ -46,6 +47,7 @@ export interface PoolMachinePlan {
   memoryBytes: number
   /** Memory after the reserve. */
   usableBytes: number
+  /** 'client': the user's machine (it may serve middle layers too, through a second node). */
   role: 'client' | 'server'
   /** Middle layers it serves (null: none). */
   span: LayerRange | null
@@ -98,27 +100,31 @@ export function planPool (spec: ModelSpec, machines: readonly number[], options:
   const clientLayers = [...Array.from({ length: head }, (_, i) => i), ...Array.from({ length: tail }, (_, i) => to + i)]
   const clientBytes = weights.embed + weights.head + sum(clientLayers.map((l) => weights.layers[l] + kvLayer))
 
-  const plans: PoolMachinePlan[] = []
-  let next = from
-  machines.forEach((memoryBytes, index) => {
+  const plans: PoolMachinePlan[] = machines.map((memoryBytes, index) => {
     const usableBytes = Math.floor(memoryBytes * (1 - reserve))
-    if (client === 'first' && index === 0) {
-      plans.push({ index, memoryBytes, usableBytes, role: 'client', span: null, weightBytes: clientBytes - kvLayer * clientLayers.length, kvBytes: kvLayer * clientLayers.length, freeBytes: usableBytes - clientBytes })
-      return
-    }
+    const isClient = client === 'first' && index === 0
+    const held = isClient ? clientBytes : 0
+    return { index, memoryBytes, usableBytes, role: isClient ? 'client' : 'server', span: null, weightBytes: held - (isClient ? kvLayer * clientLayers.length : 0), kvBytes: isClient ? kvLayer * clientLayers.length : 0, freeBytes: usableBytes - held }
+  })
+  // servers first, in order; the client's machine takes what is left, as a second node on it
+  // (a node does not route to itself)
+  let next = from
+  for (const plan of [...plans.filter((p) => p.role === 'server'), ...plans.filter((p) => p.role === 'client')]) {
     const start = next
     let bytes = 0
-    while (next < to && bytes + weights.layers[next] + kvLayer <= usableBytes) { bytes += weights.layers[next] + kvLayer; next++ }
-    const span = next > start ? { start, end: next } : null
-    const kvBytes = kvLayer * (next - start)
-    plans.push({ index, memoryBytes, usableBytes, role: 'server', span, weightBytes: bytes - kvBytes, kvBytes, freeBytes: usableBytes - bytes })
-  })
+    while (next < to && bytes + weights.layers[next] + kvLayer <= plan.freeBytes) { bytes += weights.layers[next] + kvLayer; next++ }
+    if (next === start) continue
+    plan.span = { start, end: next }
+    plan.kvBytes += kvLayer * (next - start)
+    plan.weightBytes += bytes - kvLayer * (next - start)
+    plan.freeBytes -= bytes
+  }
   const uncovered = next < to ? [{ start: next, end: to }] : []
   const clientFits = client === 'separate' || (plans[0]?.freeBytes ?? -1) >= 0
   const notes = [
     `KV budget: ${sessions} session(s) x ${maxLength} positions per server, f32 keys and values`,
     `${Math.round(reserve * 100)}% of each machine kept for the OS and runtime (an assumption)`,
-    client === 'first' ? 'machine 0 is the client (embeddings, head and tail layers, LM head); it serves no middle layers' : 'the client is not one of these machines'
+    client === 'first' ? 'machine 0 is the client (embeddings, head and tail layers, LM head); middle layers on it are served by a second node there (a node does not route to itself)' : 'the client is not one of these machines'
   ]
   if (!clientFits) notes.push(`the client part needs ${clientBytes} bytes, more than machine 0's ${plans[0].usableBytes} usable`)
   const servers = plans.filter((p) => p.span != null)
