@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { parseMultiaddr } from '../src/mesh/index.ts'
+import { providerSettingsSchema } from '../src/providers/settings.ts'
 import { ConfigError } from './errors.ts'
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4747']
@@ -40,7 +41,9 @@ export const configSchema = z.object({
     /** Per-author trust weights (brain id -> 0..10) applied to team recall ranking. */
     trust: z.record(z.string().regex(/^[0-9a-f]{64}$/, 'a brain id is 64 hex characters'), z.number().min(0).max(10)).optional(),
     syncIntervalMs: z.number().int().min(0).max(24 * 3600_000).optional()
-  }).strict().optional()
+  }).strict().optional(),
+  /** Inference providers for the OpenAI API: default policy and team, local size limit, mesh, remote URL (docs/split-inference.md). */
+  providers: providerSettingsSchema.optional()
 }).strict()
 
 export type ConfigFile = z.infer<typeof configSchema>

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { layerServerCandidates, openRoutedModel } from '../../../src/split/index.ts'
+import { createMeshProvider, createPeerAdmission, PROVIDER_ERRORS, ProviderError } from '../../../src/providers/index.ts'
 import { PermagentError } from '../../../src/util/errors.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
@@ -21,7 +21,10 @@ const runBody = z.object({
   stopTokens: tokenIds.optional(),
   headLayers: z.number().int().min(1).max(100_000).optional(),
   tailLayers: z.number().int().min(1).max(100_000).optional(),
-  quantization: z.enum(['none', 'f16', 'int8-block']).optional()
+  quantization: z.enum(['none', 'f16', 'int8-block']).optional(),
+  /** Who may serve: mesh (any admitted peer, default) or team-mesh (current members of `team` only). */
+  policy: z.enum(['local-only', 'team-mesh', 'mesh', 'cloud-allowed']).optional(),
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional()
 }).strict()
 
 /** Generation over the mesh: head and tail here, the middle layers on connected layer servers. */
@@ -33,39 +36,38 @@ export const meshRunRoutes: Route[] = [
     handler: async ({ node, body, signal }) => {
       const b = parseBody(runBody, body)
       if ((b.promptIds == null) === (b.prompt == null)) throw new PermagentError('ERR_INVALID_INPUT', 'give a prompt or promptIds (not both)')
-      const peers = await layerServerCandidates(node.mesh.libp2p)
-      if (peers.length === 0) throw new PermagentError('ERR_NO_ROUTE', 'this node has no connected peers; connect to peers that run `permagent serve MODEL --layers A-B`')
-      const { model, route } = await openRoutedModel({
+      // a team means team-mesh; local-only forbids sending activations at all
+      const policy = b.policy ?? (b.team != null ? 'team-mesh' : 'mesh')
+      if (policy === 'local-only') throw new ProviderError(PROVIDER_ERRORS.policyRefused, 'a mesh run sends activations to peers; policy local-only does not allow it')
+      if (policy === 'team-mesh' && b.team == null) throw new PermagentError('ERR_INVALID_INPUT', 'policy team-mesh needs a team')
+      const provider = createMeshProvider({
         libp2p: node.mesh.libp2p,
         dataDir: node.dataDir,
-        name: b.model,
-        headLayers: b.headLayers ?? 1,
-        tailLayers: b.tailLayers ?? 1,
+        admission: createPeerAdmission({ nodeGater: node.mesh.gater, team: policy === 'team-mesh' && b.team != null ? { id: b.team, membership: node.team } : undefined }),
+        headLayers: b.headLayers,
+        tailLayers: b.tailLayers,
         quantization: b.quantization,
-        peers,
-        signal,
         logger: node.logger.child({ module: 'split' })
       })
-      try {
-        const result = await model.generate({
-          ...(b.promptIds != null ? { promptIds: b.promptIds } : { prompt: b.prompt }),
-          maxTokens: b.maxTokens,
-          sampling: b.sampling,
-          stopTokens: b.stopTokens,
-          signal
-        })
-        return {
-          tokens: result.tokens,
-          text: result.text,
-          promptTokens: result.promptTokens,
-          finishReason: result.finishReason,
-          prefillMs: result.prefillMs,
-          decodeMs: result.decodeMs,
-          failovers: result.failovers,
-          route: route.chain.map((hop) => ({ start: hop.start, end: hop.end, peer: hop.peers[0]?.toString() }))
-        }
-      } finally {
-        await model.close()
+      const result = await provider.generate({
+        model: b.model,
+        ...(b.promptIds != null ? { promptIds: b.promptIds } : { prompt: b.prompt }),
+        maxTokens: b.maxTokens,
+        sampling: b.sampling,
+        stopTokens: b.stopTokens
+      }, signal)
+      return {
+        tokens: result.tokens,
+        text: result.text,
+        promptTokens: result.promptIds,
+        finishReason: result.finishReason,
+        prefillMs: result.prefillMs,
+        decodeMs: result.decodeMs,
+        failovers: result.route.failovers,
+        route: result.route.hops,
+        provider: result.route.provider,
+        privacy: result.route.privacy,
+        ...(result.route.team != null ? { team: result.route.team } : {})
       }
     }
   }

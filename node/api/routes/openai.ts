@@ -1,20 +1,30 @@
 import { randomBytes } from 'node:crypto'
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
-import { LocalModel, type GenerateRequest, type GenerateResult } from '../../../src/inference/index.ts'
-import { listModels } from '../../../src/model/index.ts'
 import type { Permagent } from '../../../src/permagent.ts'
-import { PermagentError } from '../../../src/util/errors.ts'
+import { createNodeProviders, INFERENCE_POLICIES, parsePolicy, parseTeamId, type InferencePolicy, type ProviderResolver, type ProviderResult, type RouteReport } from '../../../src/providers/index.ts'
+import type { ChatMessage } from '../../../src/model/index.ts'
+import { PermagentError, errorMessage } from '../../../src/util/errors.ts'
+import { readConfigFile } from '../../config.ts'
+import { dataDirPaths } from '../../paths.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
 
 /**
  * The OpenAI-compatible API (/v1) on the daemon's loopback server, behind the same bearer token:
- * models, chat completions and completions, streamed as server-sent events when asked. Models are
- * the node's stored models, run locally; each is opened once and serves one request at a time.
+ * models, chat completions and completions, streamed as server-sent events when asked. Requests
+ * go through the provider resolver (src/providers): local models, models whose middle layers peers
+ * serve (mesh, team-mesh) and, when allowed, a remote OpenAI-compatible URL. The policy comes from
+ * the body (`permagent: { policy, team }`), the `x-permagent-policy` / `x-permagent-team` headers or
+ * the config (default local-only); every answer says which provider served it and its privacy class.
  */
+const permagentOptions = z.object({
+  policy: z.enum(INFERENCE_POLICIES as [InferencePolicy, ...InferencePolicy[]]).optional(),
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional()
+}).strict()
+
 const common = {
-  model: z.string().min(1).max(128),
+  model: z.string().min(1).max(256),
   max_tokens: z.number().int().min(0).max(1 << 20).nullish(),
   max_completion_tokens: z.number().int().min(0).max(1 << 20).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
@@ -23,7 +33,8 @@ const common = {
   stream: z.boolean().nullish(),
   n: z.literal(1).nullish(),
   user: z.string().max(256).nullish(),
-  stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullish()
+  stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullish(),
+  permagent: permagentOptions.nullish()
 }
 const chatBody = z.object({
   ...common,
@@ -36,32 +47,36 @@ const completionBody = z.object({ ...common, prompt: z.union([z.string().max(1 <
 
 const DEFAULT_MAX_TOKENS = 256
 
-interface OpenModel { model: LocalModel, queue: Promise<unknown> }
-const opened = new WeakMap<Permagent, Map<string, Promise<OpenModel>>>()
+const resolvers = new WeakMap<Permagent, Promise<ProviderResolver>>()
 
-async function modelOf (node: Permagent, name: string): Promise<OpenModel> {
-  let byName = opened.get(node)
-  if (byName == null) { byName = new Map(); opened.set(node, byName) }
-  let entry = byName.get(name)
-  if (entry == null) {
-    const known = (await listModels(node.dataDir)).some((m) => m.name === name)
-    if (!known) throw new PermagentError('ERR_MODEL_NOT_FOUND', `no model "${name}" on this node; see GET /v1/models (import one with permagent model import)`)
-    entry = LocalModel.open({ dataDir: node.dataDir, name }).then((model) => ({ model, queue: Promise.resolve() }))
-    byName.set(name, entry)
-    entry.catch(() => { byName?.delete(name) })
+/** One resolver per node, from config.json's `providers` section (read once) and PERMAGENT_REMOTE_API_KEY. */
+async function resolverOf (node: Permagent): Promise<ProviderResolver> {
+  let resolver = resolvers.get(node)
+  if (resolver == null) {
+    resolver = readConfigFile(dataDirPaths(node.dataDir).config).then((file) => createNodeProviders({ node, settings: file.providers, env: process.env }))
+    resolvers.set(node, resolver)
+    resolver.catch(() => { resolvers.delete(node) })
   }
-  return await entry
+  return await resolver
 }
 
-/** Runs one generation at a time per model, in arrival order. */
-async function generate (node: Permagent, name: string, request: GenerateRequest): Promise<GenerateResult> {
-  const entry = await modelOf(node, name)
-  const run = entry.queue.then(async () => await entry.model.generate(request))
-  entry.queue = run.catch(() => {})
-  return await run
+function header (request: IncomingMessage, name: string): string | undefined {
+  const value = request.headers[name]
+  if (Array.isArray(value)) throw new PermagentError('ERR_INVALID_INPUT', `give the ${name} header once`)
+  return value === undefined || value.trim() === '' ? undefined : value.trim()
 }
 
-function samplingOf (body: { temperature?: number | null, top_p?: number | null, seed?: number | null }): GenerateRequest['sampling'] {
+/** The request's policy and team: the body's `permagent` field, else the headers, else the config's defaults. */
+function policyOf (request: IncomingMessage, body: { permagent?: { policy?: InferencePolicy, team?: string } | null }): { policy?: InferencePolicy, team?: string } {
+  const policyHeader = header(request, 'x-permagent-policy')
+  const teamHeader = header(request, 'x-permagent-team')
+  return {
+    policy: body.permagent?.policy ?? (policyHeader !== undefined ? parsePolicy(policyHeader) : undefined),
+    team: body.permagent?.team ?? (teamHeader !== undefined ? parseTeamId(teamHeader) : undefined)
+  }
+}
+
+function samplingOf (body: { temperature?: number | null, top_p?: number | null, seed?: number | null }): { temperature: number, topP?: number, seed?: number } {
   return {
     temperature: body.temperature ?? 1,
     ...(body.top_p != null ? { topP: body.top_p } : {}),
@@ -69,59 +84,106 @@ function samplingOf (body: { temperature?: number | null, top_p?: number | null,
   }
 }
 
-const finishReason = (reason: GenerateResult['finishReason']): 'stop' | 'length' => reason === 'stop' ? 'stop' : 'length'
+const finishReason = (reason: ProviderResult['finishReason']): 'stop' | 'length' => reason === 'stop' ? 'stop' : 'length'
 
-function usageOf (result: GenerateResult): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
-  return { prompt_tokens: result.promptTokens.length, completion_tokens: result.tokens.length, total_tokens: result.promptTokens.length + result.tokens.length }
+function usageOf (result: ProviderResult): { prompt_tokens: number, completion_tokens: number, total_tokens: number } {
+  return { prompt_tokens: result.promptTokens, completion_tokens: result.completionTokens, total_tokens: result.promptTokens + result.completionTokens }
 }
 
-function startEvents (response: ServerResponse): (data: unknown) => void {
-  response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
-  return (data) => { response.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`) }
+/** The route as response headers: which provider answered and what left the machine. */
+function routeHeaders (route: RouteReport): Record<string, string> {
+  return {
+    'x-permagent-provider': route.provider,
+    'x-permagent-privacy': route.privacy,
+    ...(route.team !== undefined ? { 'x-permagent-team': route.team } : {})
+  }
+}
+
+/**
+ * Server-sent events whose head is written once the provider is known (the resolver may move to
+ * another provider before the first token), so the headers can name it.
+ */
+function eventStream (response: ServerResponse): { start: (route: RouteReport) => void, send: (data: unknown) => void, readonly started: boolean } {
+  let started = false
+  return {
+    get started () { return started },
+    start (route) {
+      if (started) return
+      started = true
+      response.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', ...routeHeaders(route) })
+    },
+    send (data) { response.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`) }
+  }
+}
+
+/** Runs a streamed answer; an error after the head went out is sent as an error event (the OpenAI clients raise it). */
+async function streamAnswer (response: ServerResponse, run: (events: ReturnType<typeof eventStream>) => Promise<void>): Promise<undefined> {
+  const events = eventStream(response)
+  try {
+    await run(events)
+  } catch (err) {
+    if (!events.started) throw err
+    events.send({ error: { code: err instanceof PermagentError ? err.code : 'ERR_INTERNAL', message: err instanceof PermagentError ? err.message : `generation failed: ${errorMessage(err)}` } })
+  }
+  response.end()
+  return undefined
+}
+
+function chatMessages (messages: z.infer<typeof chatBody>['messages']): ChatMessage[] {
+  return messages.map((m) => ({
+    role: (m.role === 'developer' ? 'system' : m.role),
+    content: typeof m.content === 'string' ? m.content : m.content.map((part) => part.text).join('')
+  }))
 }
 
 export const openaiRoutes: Route[] = [
   {
     method: 'GET',
     path: '/v1/models',
-    handler: async ({ node }) => ({
-      object: 'list',
-      data: (await listModels(node.dataDir)).map((m) => ({ id: m.name, object: 'model', created: 0, owned_by: 'permagent' }))
-    })
+    handler: async ({ node, request, signal }) => {
+      const resolver = await resolverOf(node)
+      const models = await resolver.models(policyOf(request, {}), signal)
+      return {
+        object: 'list',
+        data: models.map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: 'permagent', permagent: { provider: m.provider, kind: m.kind, privacy: m.privacy } }))
+      }
+    }
   },
   {
     method: 'POST',
     path: '/v1/chat/completions',
     maxBodyBytes: 8 * 1024 * 1024,
-    handler: async ({ node, body, response, signal }) => {
+    handler: async ({ node, body, request, response, signal }) => {
       const b = parseBody(chatBody, body)
-      const messages = b.messages.map((m) => ({
-        role: (m.role === 'developer' ? 'system' : m.role),
-        content: typeof m.content === 'string' ? m.content : m.content.map((part) => part.text).join('')
-      }))
+      const resolver = await resolverOf(node)
+      const messages = chatMessages(b.messages)
       const id = `chatcmpl-${randomBytes(12).toString('hex')}`
       const created = Math.floor(Date.now() / 1000)
       const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? DEFAULT_MAX_TOKENS
+      const base = { model: b.model, messages, maxTokens, sampling: samplingOf(b), ...policyOf(request, b) }
       if (b.stream === true) {
-        await modelOf(node, b.model)
-        const send = startEvents(response)
-        const chunk = (delta: Record<string, unknown>, finish: string | null): unknown => ({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [{ index: 0, delta, finish_reason: finish }] })
-        send(chunk({ role: 'assistant', content: '' }, null))
-        const result = await generate(node, b.model, { messages, maxTokens, sampling: samplingOf(b), signal, onToken: (e) => { if (e.text !== '') send(chunk({ content: e.text }, null)) } })
-        send(chunk({}, finishReason(result.finishReason)))
-        if (b.stream_options?.include_usage === true) send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: usageOf(result) })
-        send('[DONE]')
-        response.end()
-        return undefined
+        return await streamAnswer(response, async (events) => {
+          const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [{ index: 0, delta, finish_reason: finish }], ...extra })
+          const result = await resolver.generate({
+            ...base,
+            onRoute: (route) => { events.start(route); events.send(chunk({ role: 'assistant', content: '' }, null, { permagent: route })) },
+            onToken: (e) => { if (e.text !== '') events.send(chunk({ content: e.text }, null)) }
+          }, signal)
+          events.send(chunk({}, finishReason(result.finishReason), { permagent: result.route }))
+          if (b.stream_options?.include_usage === true) events.send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: usageOf(result) })
+          events.send('[DONE]')
+        })
       }
-      const result = await generate(node, b.model, { messages, maxTokens, sampling: samplingOf(b), signal })
+      const result = await resolver.generate(base, signal)
+      for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
       return {
         id,
         object: 'chat.completion',
         created,
         model: b.model,
         choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: usageOf(result)
+        usage: usageOf(result),
+        permagent: result.route
       }
     }
   },
@@ -129,30 +191,36 @@ export const openaiRoutes: Route[] = [
     method: 'POST',
     path: '/v1/completions',
     maxBodyBytes: 8 * 1024 * 1024,
-    handler: async ({ node, body, response, signal }) => {
+    handler: async ({ node, body, request, response, signal }) => {
       const b = parseBody(completionBody, body)
+      const resolver = await resolverOf(node)
       const prompt = typeof b.prompt === 'string' ? b.prompt : b.prompt[0]
       const id = `cmpl-${randomBytes(12).toString('hex')}`
       const created = Math.floor(Date.now() / 1000)
-      const maxTokens = b.max_tokens ?? 16
+      const base = { model: b.model, prompt, maxTokens: b.max_tokens ?? 16, sampling: samplingOf(b), ...policyOf(request, b) }
       if (b.stream === true) {
-        await modelOf(node, b.model)
-        const send = startEvents(response)
-        const chunk = (text: string, finish: string | null): unknown => ({ id, object: 'text_completion', created, model: b.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }] })
-        const result = await generate(node, b.model, { prompt, maxTokens, sampling: samplingOf(b), signal, onToken: (e) => { if (e.text !== '') send(chunk(e.text, null)) } })
-        send(chunk('', finishReason(result.finishReason)))
-        send('[DONE]')
-        response.end()
-        return undefined
+        return await streamAnswer(response, async (events) => {
+          const chunk = (text: string, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'text_completion', created, model: b.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }], ...extra })
+          const result = await resolver.generate({
+            ...base,
+            onRoute: (route) => { events.start(route) },
+            onToken: (e) => { if (e.text !== '') events.send(chunk(e.text, null)) }
+          }, signal)
+          events.send(chunk('', finishReason(result.finishReason), { permagent: result.route }))
+          if (b.stream_options?.include_usage === true) events.send({ id, object: 'text_completion', created, model: b.model, choices: [], usage: usageOf(result) })
+          events.send('[DONE]')
+        })
       }
-      const result = await generate(node, b.model, { prompt, maxTokens, sampling: samplingOf(b), signal })
+      const result = await resolver.generate(base, signal)
+      for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
       return {
         id,
         object: 'text_completion',
         created,
         model: b.model,
         choices: [{ index: 0, text: result.text, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: usageOf(result)
+        usage: usageOf(result),
+        permagent: result.route
       }
     }
   }
