@@ -6,6 +6,8 @@ import { register as registerBrainCommands } from './brain.ts'
 import { register as registerTeamCommands } from './team.ts'
 import { register as registerSplitCommands } from './split.ts'
 import { register as registerSkillCommands } from './skills.ts'
+import { register as registerPlanCommands } from './plan.ts'
+import { register as registerSessionCommands } from './session.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
@@ -17,5 +19,7 @@ export const commandModules: Array<(program: Command, cli: CliContext) => void> 
   registerBrainCommands,
   registerTeamCommands,
   registerSplitCommands,
-  registerSkillCommands
+  registerSkillCommands,
+  registerPlanCommands,
+  registerSessionCommands
 ]

@@ -7,6 +7,8 @@ import { splitRoutes } from './split.ts'
 import { meshRunRoutes } from './mesh-run.ts'
 import { openaiRoutes } from './openai.ts'
 import { skillsRoutes } from './skills.ts'
+import { planRoutes } from './plan.ts'
+import { sessionRoutes } from './sessions.ts'
 
 /**
  * Every control-API route. A module adds its routes by exporting a Route[] from
@@ -20,5 +22,7 @@ export const allRoutes: Route[] = [
   ...meshRunRoutes,
   ...openaiRoutes,
   ...skillsRoutes,
+  ...planRoutes,
+  ...sessionRoutes,
   ...createMetricsRoutes()
 ]
