@@ -1,6 +1,7 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { MeshLibp2p } from '../mesh/index.ts'
+import { loadManifest } from '../model/index.ts'
 import { errorMessage, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { modelServersKey, spanServersKey } from './announce-keys.ts'
 import type { CapacityInfo, ModelIdentity } from './capacity.ts'
@@ -65,6 +66,12 @@ export async function layerServerCandidates (libp2p: Libp2p, options: DiscoverOp
     out.push(peer)
   }
   return out
+}
+
+/** `layerServerCandidates` for a model in this node's store (its identity read from the manifest). */
+export async function storedModelCandidates (libp2p: Libp2p, dataDir: string, name: string, options: DiscoverOptions = {}): Promise<PeerId[]> {
+  const manifest = await loadManifest(dataDir, name)
+  return await layerServerCandidates(libp2p, { ...options, model: { configSha256: manifest.configSha256, weightsSha256: manifest.weightsSha256 } })
 }
 
 export interface ModelServers {

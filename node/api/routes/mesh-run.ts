@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { createMeshProvider, createPeerAdmission, PROVIDER_ERRORS, ProviderError } from '../../../src/providers/index.ts'
+import { storedModelCandidates } from '../../../src/split/index.ts'
 import { PermagentError } from '../../../src/util/errors.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
@@ -44,6 +45,8 @@ export const meshRunRoutes: Route[] = [
         libp2p: node.mesh.libp2p,
         dataDir: node.dataDir,
         admission: createPeerAdmission({ nodeGater: node.mesh.gater, team: policy === 'team-mesh' && b.team != null ? { id: b.team, membership: node.team } : undefined }),
+        // connected peers and the model's servers announced on the DHT (src/split/discover.ts)
+        candidates: async () => await storedModelCandidates(node.mesh.libp2p, node.dataDir, b.model, { signal, timeoutMs: 10_000, logger: node.logger }),
         headLayers: b.headLayers,
         tailLayers: b.tailLayers,
         quantization: b.quantization,
