@@ -344,9 +344,7 @@ export function createSessionHost (options: SessionHostOptions): SessionHost {
       const sampling = request.sampling !== undefined ? { ...request.sampling } : record.sampling
       validateSampling({ ...sampling, seed: sampling.seed ?? 0 })
       const { model, session } = hosted
-      const fresh = request.prompt !== undefined || request.promptIds !== undefined
-        ? model.encodePrompt(request.promptIds !== undefined ? { promptIds: request.promptIds } : { prompt: request.prompt })
-        : []
+      const fresh = continuationInput(model, request)
       const input = [...(hosted.pendingToken !== null ? [hosted.pendingToken] : []), ...fresh]
       if (input.length === 0) throw new InvalidInputError(`session ${id} holds no pending token (it arrived without one); give prompt or promptIds`)
       const base = sessionPositions(session)
@@ -448,6 +446,15 @@ function validateLimits (limits: SessionHostLimits): SessionHostLimits {
  */
 function seeded (sampling: SamplingOptions, position: number): SamplingOptions {
   return sampling.seed === undefined ? sampling : { ...sampling, seed: (sampling.seed + position) % 2 ** 32 }
+}
+
+/** Tokens a call feeds after the pending one: ids as given, text without the BOS a new prompt gets. */
+function continuationInput (model: LocalModel, request: Pick<GenerateSessionRequest, 'prompt' | 'promptIds'>): number[] {
+  if (request.prompt !== undefined && request.promptIds !== undefined) throw new InvalidInputError('give prompt or promptIds, not both')
+  if (request.promptIds !== undefined) return model.encodePrompt({ promptIds: request.promptIds })
+  if (request.prompt === undefined || request.prompt === '') return []
+  if (model.tokenizer === null) throw new InvalidInputError(`model ${model.manifest.name} has no tokenizer; pass token ids`)
+  return model.tokenizer.encode(request.prompt, { addSpecialTokens: false })
 }
 
 function decode (model: LocalModel, tokens: readonly number[]): string {

@@ -60,6 +60,20 @@ test('a hosted session generates in steps exactly like one uninterrupted run', a
   assert.throws(() => host.get('steps'), { code: 'ERR_SESSION_NOT_FOUND' })
 })
 
+test('a new turn of text is fed after the pending token, without a second BOS', async () => {
+  const host = nodes()[0].sessions
+  const tokenizer = reference.tokenizer
+  assert.ok(tokenizer !== null, 'the synthetic model has a tokenizer')
+  const created = await host.create({ model: 'tiny', prompt: 'hello world', maxTokens: 2, stopTokens: [], id: 'turns' })
+  const turn = tokenizer.encode('again hello', { addSpecialTokens: false })
+  // the same positions fed in one go: prompt, the two generated tokens, the new turn
+  const expected = await reference.generate({ promptIds: [...tokenizer.encode('hello world'), ...created.tokens, ...turn], maxTokens: 3, stopTokens: [] })
+  const next = await host.generate('turns', { prompt: 'again hello', maxTokens: 3 })
+  assert.equal(next.session.positions, created.session.positions + 1 + turn.length + 2)
+  assert.deepEqual(next.tokens, expected.tokens)
+  host.close('turns')
+})
+
 test('a migrated session continues on the target exactly, and leaves the source', async () => {
   const [a, b] = nodes()
   const expected = await uninterrupted(prompt(2), 20)
