@@ -202,7 +202,8 @@ export function register (program: Command, cli: CliContext): void {
     .option('--head-layers <n>', 'with --mesh: layers kept local at the start (default 1)')
     .option('--tail-layers <n>', 'with --mesh: layers kept local at the end (default 1)')
     .option('--activations <q>', 'with --mesh: f16 (default), none (exact f32) or int8-block')
-    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string }, command: Command) => {
+    .option('--team <id>', 'with --mesh: only current members of this team may serve (policy team-mesh)')
+    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string, team?: string }, command: Command) => {
       if ((prompt === undefined) === (options.promptIds === undefined)) throw new UsageError('give a prompt or --prompt-ids (not both)')
       const request = generationRequest(options)
       if (options.mesh === true) {
@@ -217,7 +218,8 @@ export function register (program: Command, cli: CliContext): void {
           stopTokens: request.stopTokens,
           headLayers: options.headLayers !== undefined ? parseIntegerFlag('--head-layers', options.headLayers, 1, 100_000) : undefined,
           tailLayers: options.tailLayers !== undefined ? parseIntegerFlag('--tail-layers', options.tailLayers, 1, 100_000) : undefined,
-          quantization: options.activations
+          quantization: options.activations,
+          ...(options.team !== undefined ? { policy: 'team-mesh', team: options.team } : {})
         }, { timeoutMs: 3_600_000 })
         if (options.json === true) cli.out(JSON.stringify(result))
         else cli.out(`${result.text.length > 0 ? result.text : result.tokens.join(',')}\n(route: ${result.route.map((h) => `${h.start}-${h.end}@${(h.peer ?? '').slice(-8)}`).join(' -> ')})`)

@@ -1,11 +1,13 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { meshRunRoutes } from '../../node/api/routes/mesh-run.ts'
+import { startControlApi } from '../../node/api/server.ts'
 import { LocalModel } from '../../src/inference/index.ts'
 import { importModel } from '../../src/model/index.ts'
 import { admittedLibp2p, createMeshProvider, createNodeProviders, createPeerAdmission, type InferenceProvider } from '../../src/providers/index.ts'
 import { createSwarm, waitUntil, type Swarm } from '../../src/simulation/index.ts'
 import { createLayerServer, MeshModel, type LayerServer } from '../../src/split/index.ts'
-import { PermagentError } from '../../src/util/index.ts'
+import { PermagentError, silentLogger } from '../../src/util/index.ts'
 import { tempDir, type TempDir } from '../model/fixtures.ts'
 import { formTeam } from '../team/helpers.ts'
 import { tinyModelSource } from './fixtures.ts'
@@ -100,6 +102,33 @@ test('team-mesh: the non-member\'s span is served by a member; tokens equal loca
   const listed = await resolver.models({ policy: 'team-mesh', team: teamId })
   assert.deepEqual(listed.map((m) => [m.id, m.privacy]), [['tiny', 'local'], ['mesh/tiny', 'team-mesh']])
   await resolver.close()
+})
+
+test('POST /api/run/mesh takes a team: team-mesh through the daemon route, local-only refused', async () => {
+  const api = await startControlApi({ node: swarm.nodes[CLIENT], token: 't0ken', port: 0, routes: meshRunRoutes, logger: silentLogger(), onShutdownRequested: () => {} })
+  try {
+    const run = async (body: Record<string, unknown>): Promise<{ status: number, json: any }> => {
+      const response = await fetch(`${api.url}/api/run/mesh`, { method: 'POST', headers: { authorization: 'Bearer t0ken', 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      return { status: response.status, json: await response.json() }
+    }
+    const base = { model: 'tiny', promptIds: prompt, maxTokens: 8, stopTokens: [], quantization: 'none' }
+    const expected = await local.generate({ promptIds: prompt, maxTokens: 8, stopTokens: [] })
+    const team = await run({ ...base, team: teamId })
+    assert.equal(team.status, 200, JSON.stringify(team.json))
+    assert.deepEqual(team.json.tokens, expected.tokens)
+    assert.equal(team.json.privacy, 'team-mesh')
+    assert.equal(team.json.team, teamId)
+    assert.ok(!team.json.route.some((hop: { peer: string }) => hop.peer === peer(NON_MEMBER)))
+    assert.equal(opened(NON_MEMBER), 0)
+    const refused = await run({ ...base, policy: 'local-only' })
+    assert.equal(refused.status, 400)
+    assert.equal(refused.json.error.code, 'ERR_POLICY_REFUSED')
+    const noTeam = await run({ ...base, policy: 'team-mesh' })
+    assert.equal(noTeam.status, 400)
+    assert.match(noTeam.json.error.message, /needs a team/)
+  } finally {
+    await api.stop()
+  }
 })
 
 test('team-mesh with only a non-member serving a span fails with a clear error; policy mesh may use it', async () => {
