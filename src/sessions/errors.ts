@@ -27,3 +27,10 @@ export class PeerNotConnectedError extends PermagentError {
     super('ERR_PEER_NOT_CONNECTED', `peer ${peer} is not connected to this node; connect first (permagent connect MULTIADDR)`)
   }
 }
+
+/** The node is draining (or drained) and takes no new sessions. */
+export class SessionRefusedError extends PermagentError {
+  constructor (message: string) {
+    super('ERR_SESSION_REFUSED', message)
+  }
+}

@@ -5,11 +5,11 @@ import type { Identity } from '../identity/index.ts'
 import { validateSampling, type LocalModel, type SamplingOptions } from '../inference/index.ts'
 import { RequestError } from '../mesh/index.ts'
 import {
-  SessionTable, createMigrationService, sessionPositions, type DrainResult, type HostedSession, type MigrationResult, type MigrationService,
+  SessionTable, createMigrationService, sessionPositions, validateSessionId, type DrainResult, type HostedSession, type MigrationResult, type MigrationService,
   type MigrationServiceOptions, type UsxfQuantization
 } from '../usxf/index.ts'
 import { InvalidInputError, PermagentError, errorMessage, silentLogger, type Logger } from '../util/index.ts'
-import { PeerNotConnectedError, SessionBusyError, SessionLimitError, SessionNotFoundError } from './errors.ts'
+import { PeerNotConnectedError, SessionBusyError, SessionLimitError, SessionNotFoundError, SessionRefusedError } from './errors.ts'
 import { createStoredModels, type StoredModels } from './stored-models.ts'
 
 export interface SessionHostLimits {
@@ -153,8 +153,6 @@ interface SessionRecord {
   running: Promise<unknown> | null
 }
 
-const SESSION_ID = /^[A-Za-z0-9._:-]{1,128}$/
-
 export function createSessionHost (options: SessionHostOptions): SessionHost {
   const logger = (options.logger ?? silentLogger()).child({ module: 'sessions' })
   const limits = validateLimits({ ...DEFAULT_SESSION_HOST_LIMITS, ...options.limits })
@@ -290,8 +288,12 @@ export function createSessionHost (options: SessionHostOptions): SessionHost {
       const sampling = { ...(request.sampling ?? {}) }
       validateSampling({ ...sampling, seed: sampling.seed ?? 0 })
       const id = request.id ?? `s-${randomBytes(6).toString('hex')}`
-      if (!SESSION_ID.test(id)) throw new InvalidInputError('a session id is 1-128 letters, digits, ".", "_", ":" or "-"')
-      if (!table.open) throw new PermagentError('ERR_SESSION_REFUSED', 'this node is draining and takes no new sessions')
+      try {
+        validateSessionId(id)
+      } catch (err) {
+        throw new InvalidInputError(errorMessage(err))
+      }
+      if (!table.open) throw new SessionRefusedError('this node is draining and takes no new sessions')
       if (table.has(id) || creating.has(id)) throw new SessionBusyError(`session ${id} already exists`)
       if (table.size + creating.size >= limits.maxSessions) throw new SessionLimitError(limits.maxSessions)
       creating.add(id)
@@ -307,7 +309,7 @@ export function createSessionHost (options: SessionHostOptions): SessionHost {
             stopTokens: request.stopTokens,
             signal: request.signal
           }, session)
-          if (!table.open) throw new PermagentError('ERR_SESSION_REFUSED', 'this node started draining during the prefill and takes no new sessions')
+          if (!table.open) throw new SessionRefusedError('this node started draining during the prefill and takes no new sessions')
           // the token ids travel with a migration: the target needs the pending token to continue,
           // and the token history for the repetition penalty
           const hosted = table.add(id, model, session, { pendingToken: result.tokens[result.tokens.length - 1], shareTokenIds: true })

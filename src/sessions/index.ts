@@ -4,4 +4,4 @@ export {
   type SessionView, type GenerationStep, type HostMigrateOptions
 } from './host.ts'
 export { createStoredModels, type StoredModels, type StoredModelsOptions } from './stored-models.ts'
-export { SessionNotFoundError, SessionBusyError, SessionLimitError, PeerNotConnectedError } from './errors.ts'
+export { SessionNotFoundError, SessionBusyError, SessionLimitError, SessionRefusedError, PeerNotConnectedError } from './errors.ts'
