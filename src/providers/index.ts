@@ -10,6 +10,6 @@ export { createPeerAdmission, admittedLibp2p, type PeerAdmission, type TeamMembe
 export { createMeshProvider, type MeshProviderOptions } from './mesh.ts'
 export { createRemoteProvider, parseBaseUrl, type RemoteProviderOptions } from './remote.ts'
 export { SseParser } from './sse.ts'
-export { createProviderResolver, parseModelId, type ProviderResolver, type ProviderResolverOptions, type ResolveRequest, type ResolvedRequest } from './resolver.ts'
+export { createProviderResolver, parseModelId, type ProviderResolver, type ProviderResolverOptions, type ResolvedRequest } from './resolver.ts'
 export { providerSettingsSchema, REMOTE_API_KEY_ENV, type ProviderSettings } from './settings.ts'
 export { createNodeProviders, type NodeProvidersOptions } from './node-providers.ts'

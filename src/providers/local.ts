@@ -1,6 +1,6 @@
 import { totalmem } from 'node:os'
 import { LocalModel, type GenerateResult } from '../inference/index.ts'
-import { listModels, type ModelSummary } from '../model/index.ts'
+import { listModels } from '../model/index.ts'
 import { silentLogger, type Logger } from '../util/index.ts'
 import { PROVIDER_ERRORS, ProviderError } from './errors.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult } from './types.ts'
@@ -25,7 +25,7 @@ export function defaultLocalModelBytes (): number {
  * Stored models run whole in this process. Each model is opened on first use and runs one
  * generation at a time, in arrival order. Nothing leaves the machine (privacy class `local`).
  */
-export function createLocalProvider (options: LocalProviderOptions): InferenceProvider & { stored: () => Promise<ModelSummary[]> } {
+export function createLocalProvider (options: LocalProviderOptions): InferenceProvider {
   const maxModelBytes = options.maxModelBytes ?? defaultLocalModelBytes()
   const logger = (options.logger ?? silentLogger()).child({ provider: 'local' })
   const opened = new Map<string, Promise<OpenModel>>()
@@ -65,7 +65,6 @@ export function createLocalProvider (options: LocalProviderOptions): InferencePr
     id: 'local',
     kind: 'local',
     privacy: 'local',
-    stored: async () => await listModels(options.dataDir),
     models: async () => (await listModels(options.dataDir)).filter((m) => m.bytes <= maxModelBytes).map((m): ProviderModel => ({ id: m.name, ...report })),
     check: refusal,
     async generate (request: ProviderRequest, signal?: AbortSignal): Promise<ProviderResult> {

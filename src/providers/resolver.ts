@@ -16,14 +16,9 @@ export interface ProviderResolverOptions {
   logger?: Logger
 }
 
-export interface ResolveRequest {
+export interface ResolvedRequest extends ProviderRequest {
   /** A model id: `NAME` (the resolver picks), or pinned `local/NAME`, `mesh/NAME`, `remote/ID`. */
   model: string
-  policy?: InferencePolicy
-  team?: string
-}
-
-export interface ResolvedRequest extends ProviderRequest {
   policy?: InferencePolicy
   team?: string
   /** Called once, before the first token is passed on (or at the end): the provider that answers. */
@@ -77,7 +72,7 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
     const steps: Array<{ id: string, kind: ProviderKind, privacy: 'local' | 'team-mesh' | 'mesh' | 'cloud', make: () => InferenceProvider | undefined }> = [
       { id: 'local', kind: 'local', privacy: 'local', make: () => options.local },
       ...(team !== undefined ? [{ id: 'team-mesh', kind: 'mesh' as const, privacy: 'team-mesh' as const, make: () => options.mesh?.(team) }] : []),
-      ...(policy !== 'team-mesh' || team === undefined ? [{ id: 'mesh', kind: 'mesh' as const, privacy: 'mesh' as const, make: () => options.mesh?.(undefined) }] : []),
+      { id: 'mesh', kind: 'mesh', privacy: 'mesh', make: () => options.mesh?.(undefined) },
       { id: 'remote', kind: 'remote', privacy: 'cloud', make: () => options.remote }
     ]
     return steps.filter((s) => pin === null || s.kind === pin).map((s) => {

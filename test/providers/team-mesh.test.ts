@@ -4,13 +4,13 @@ import { meshRunRoutes } from '../../node/api/routes/mesh-run.ts'
 import { startControlApi } from '../../node/api/server.ts'
 import { LocalModel } from '../../src/inference/index.ts'
 import { importModel } from '../../src/model/index.ts'
-import { admittedLibp2p, createMeshProvider, createNodeProviders, createPeerAdmission, type InferenceProvider } from '../../src/providers/index.ts'
+import { admittedLibp2p, createMeshProvider, createNodeProviders, createPeerAdmission, NoProviderError, type InferenceProvider } from '../../src/providers/index.ts'
 import { createSwarm, waitUntil, type Swarm } from '../../src/simulation/index.ts'
 import { createLayerServer, MeshModel, type LayerServer } from '../../src/split/index.ts'
 import { PermagentError, silentLogger } from '../../src/util/index.ts'
 import { tempDir, type TempDir } from '../model/fixtures.ts'
 import { formTeam } from '../team/helpers.ts'
-import { tinyModelSource } from './fixtures.ts'
+import { startOpenAiNode, tinyModelSource } from './fixtures.ts'
 
 /**
  * Node 0 is the client and created the team; nodes 1, 3, 4 are members serving layers 1-2, 2-3
@@ -22,6 +22,7 @@ const SERVES: Record<number, { start: number, end: number }> = { 1: { start: 1, 
 
 let dir: TempDir
 let dataDir: string
+let source: string
 let swarm: Swarm
 let teamId: string
 let local: LocalModel
@@ -66,7 +67,8 @@ before(async () => {
   swarm = await createSwarm({ nodes: 5, topology: 'full' })
   // the client's own store; the servers read the same files
   dataDir = swarm.nodes[CLIENT].dataDir
-  await importModel(dataDir, { source: await tinyModelSource(dir.path), name: 'tiny' })
+  source = await tinyModelSource(dir.path)
+  await importModel(dataDir, { source, name: 'tiny' })
   await swarm.connect()
   await swarm.waitForTopology({ timeoutMs: 20_000 })
   teamId = await formTeam([0, 1, 3, 4].map((i) => swarm.nodes[i].team))
@@ -191,6 +193,32 @@ test('a non-member placed in the route is refused before any byte reaches it; th
     await both.close()
   }
   assert.equal(opened(NON_MEMBER), before, 'the non-member got no session')
+})
+
+test('cloud-allowed: when no route over the mesh exists, the resolver falls through to the remote API; mesh alone says why it failed', async () => {
+  const cloud = await startOpenAiNode(source)
+  await stopServing(2)
+  await stopServing(3)
+  try {
+    // too large to run here, so the mesh is tried first (team-mesh, then mesh), then the cloud
+    const resolver = createNodeProviders({ node: swarm.nodes[CLIENT], settings: { localMaxModelBytes: 1, mesh: { activations: 'none' }, remote: { baseUrl: cloud.baseUrl } }, env: { PERMAGENT_REMOTE_API_KEY: cloud.token } })
+    await assert.rejects(resolver.generate({ model: 'tiny', prompt: 'hello world', maxTokens: 6, policy: 'mesh', team: teamId }), (err: unknown) => {
+      assert.ok(err instanceof NoProviderError)
+      assert.equal(err.code, 'ERR_NO_PROVIDER')
+      assert.match(err.reasons['team-mesh'], /do not cover layers 1-4/)
+      assert.match(err.reasons.mesh, /do not cover layers 1-4/)
+      assert.match(err.reasons.remote, /policy mesh does not allow privacy class cloud/)
+      return true
+    })
+    const expected = await local.generate({ prompt: 'hello world', maxTokens: 6, sampling: { temperature: 0 } })
+    const result = await resolver.generate({ model: 'tiny', prompt: 'hello world', maxTokens: 6, policy: 'cloud-allowed', team: teamId })
+    assert.equal(result.route.privacy, 'cloud')
+    assert.equal(result.text, expected.text)
+  } finally {
+    await cloud.close()
+    await serve(2)
+    await serve(3)
+  }
 })
 
 test('membership is checked now: a member removed from the team is no longer used', async () => {

@@ -123,6 +123,8 @@ async function streamAnswer (response: ServerResponse, run: (events: ReturnType<
     await run(events)
   } catch (err) {
     if (!events.started) throw err
+    // the client went away: nobody to tell
+    if (response.destroyed) return undefined
     events.send({ error: { code: err instanceof PermagentError ? err.code : 'ERR_INTERNAL', message: err instanceof PermagentError ? err.message : `generation failed: ${errorMessage(err)}` } })
   }
   response.end()
