@@ -14,6 +14,7 @@ export interface InferOpen {
   layerStart: number
   layerEnd: number
   maxLength: number
+  resume?: boolean
 }
 
 let _InferOpenCodec: Codec<InferOpen>
@@ -45,6 +46,11 @@ export interface InferOpenLayerEndFieldEvent {
 export interface InferOpenMaxLengthFieldEvent {
   field: '$.maxLength'
   value: number
+}
+
+export interface InferOpenResumeFieldEvent {
+  field: '$.resume'
+  value: boolean
 }
 
 export const InferOpen = {
@@ -83,6 +89,11 @@ export const InferOpen = {
         if ((obj.maxLength != null && obj.maxLength !== 0)) {
           w.uint32(48)
           w.uint32(obj.maxLength)
+        }
+
+        if (obj.resume != null) {
+          w.uint32(56)
+          w.bool(obj.resume)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -126,6 +137,10 @@ export const InferOpen = {
             }
             case 6: {
               obj.maxLength = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.resume = reader.bool()
               break
             }
             default: {
@@ -185,6 +200,13 @@ export const InferOpen = {
               }
               break
             }
+            case 7: {
+              yield {
+                field: `${prefix}.resume`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -205,7 +227,7 @@ export const InferOpen = {
     return decodeMessage(buf, InferOpen.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpen>): Generator<InferOpenSessionIdFieldEvent | InferOpenConfigSha256FieldEvent | InferOpenWeightsSha256FieldEvent | InferOpenLayerStartFieldEvent | InferOpenLayerEndFieldEvent | InferOpenMaxLengthFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpen>): Generator<InferOpenSessionIdFieldEvent | InferOpenConfigSha256FieldEvent | InferOpenWeightsSha256FieldEvent | InferOpenLayerStartFieldEvent | InferOpenLayerEndFieldEvent | InferOpenMaxLengthFieldEvent | InferOpenResumeFieldEvent> {
     return streamMessage(buf, InferOpen.codec(), opts)
   }
 }
@@ -510,6 +532,11 @@ export interface InferRequestOpenMaxLengthFieldEvent {
   value: number
 }
 
+export interface InferRequestOpenResumeFieldEvent {
+  field: '$.open.resume'
+  value: boolean
+}
+
 export interface InferRequestStepSessionIdFieldEvent {
   field: '$.step.sessionId'
   value: string
@@ -652,7 +679,7 @@ export const InferRequest = {
     return decodeMessage(buf, InferRequest.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenSessionIdFieldEvent | InferRequestOpenConfigSha256FieldEvent | InferRequestOpenWeightsSha256FieldEvent | InferRequestOpenLayerStartFieldEvent | InferRequestOpenLayerEndFieldEvent | InferRequestOpenMaxLengthFieldEvent | InferRequestStepSessionIdFieldEvent | InferRequestStepFrameFieldEvent | InferRequestCloseSessionIdFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenSessionIdFieldEvent | InferRequestOpenConfigSha256FieldEvent | InferRequestOpenWeightsSha256FieldEvent | InferRequestOpenLayerStartFieldEvent | InferRequestOpenLayerEndFieldEvent | InferRequestOpenMaxLengthFieldEvent | InferRequestOpenResumeFieldEvent | InferRequestStepSessionIdFieldEvent | InferRequestStepFrameFieldEvent | InferRequestCloseSessionIdFieldEvent> {
     return streamMessage(buf, InferRequest.codec(), opts)
   }
 }
@@ -662,6 +689,8 @@ export interface InferOpened {
   maxLength: number
   hiddenSize: number
   maxStepRows: number
+  positions?: number
+  nextStep?: number
 }
 
 let _InferOpenedCodec: Codec<InferOpened>
@@ -682,6 +711,16 @@ export interface InferOpenedHiddenSizeFieldEvent {
 
 export interface InferOpenedMaxStepRowsFieldEvent {
   field: '$.maxStepRows'
+  value: number
+}
+
+export interface InferOpenedPositionsFieldEvent {
+  field: '$.positions'
+  value: number
+}
+
+export interface InferOpenedNextStepFieldEvent {
+  field: '$.nextStep'
   value: number
 }
 
@@ -711,6 +750,16 @@ export const InferOpened = {
         if ((obj.maxStepRows != null && obj.maxStepRows !== 0)) {
           w.uint32(32)
           w.uint32(obj.maxStepRows)
+        }
+
+        if (obj.positions != null) {
+          w.uint32(40)
+          w.uint32(obj.positions)
+        }
+
+        if (obj.nextStep != null) {
+          w.uint32(48)
+          w.uint32(obj.nextStep)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -744,6 +793,14 @@ export const InferOpened = {
             }
             case 4: {
               obj.maxStepRows = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.positions = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.nextStep = reader.uint32()
               break
             }
             default: {
@@ -789,6 +846,20 @@ export const InferOpened = {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.positions`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.nextStep`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -809,7 +880,7 @@ export const InferOpened = {
     return decodeMessage(buf, InferOpened.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpened>): Generator<InferOpenedSessionIdFieldEvent | InferOpenedMaxLengthFieldEvent | InferOpenedHiddenSizeFieldEvent | InferOpenedMaxStepRowsFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpened>): Generator<InferOpenedSessionIdFieldEvent | InferOpenedMaxLengthFieldEvent | InferOpenedHiddenSizeFieldEvent | InferOpenedMaxStepRowsFieldEvent | InferOpenedPositionsFieldEvent | InferOpenedNextStepFieldEvent> {
     return streamMessage(buf, InferOpened.codec(), opts)
   }
 }
@@ -1016,6 +1087,7 @@ export const InferClosed = {
 export interface InferError {
   code: string
   message: string
+  movedTo?: string
 }
 
 let _InferErrorCodec: Codec<InferError>
@@ -1026,6 +1098,11 @@ export interface InferErrorCodeFieldEvent {
 
 export interface InferErrorMessageFieldEvent {
   field: '$.message'
+  value: string
+}
+
+export interface InferErrorMovedToFieldEvent {
+  field: '$.movedTo'
   value: string
 }
 
@@ -1045,6 +1122,11 @@ export const InferError = {
         if ((obj.message != null && obj.message !== '')) {
           w.uint32(18)
           w.string(obj.message)
+        }
+
+        if (obj.movedTo != null) {
+          w.uint32(26)
+          w.string(obj.movedTo)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -1068,6 +1150,10 @@ export const InferError = {
             }
             case 2: {
               obj.message = reader.string()
+              break
+            }
+            case 3: {
+              obj.movedTo = reader.string()
               break
             }
             default: {
@@ -1099,6 +1185,13 @@ export const InferError = {
               }
               break
             }
+            case 3: {
+              yield {
+                field: `${prefix}.movedTo`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1119,7 +1212,7 @@ export const InferError = {
     return decodeMessage(buf, InferError.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferError>): Generator<InferErrorCodeFieldEvent | InferErrorMessageFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferError>): Generator<InferErrorCodeFieldEvent | InferErrorMessageFieldEvent | InferErrorMovedToFieldEvent> {
     return streamMessage(buf, InferError.codec(), opts)
   }
 }
@@ -1402,6 +1495,16 @@ export interface InferResponseOpenedMaxStepRowsFieldEvent {
   value: number
 }
 
+export interface InferResponseOpenedPositionsFieldEvent {
+  field: '$.opened.positions'
+  value: number
+}
+
+export interface InferResponseOpenedNextStepFieldEvent {
+  field: '$.opened.nextStep'
+  value: number
+}
+
 export interface InferResponseResultFrameFieldEvent {
   field: '$.result.frame'
   value: Uint8Array<ArrayBuffer>
@@ -1424,6 +1527,11 @@ export interface InferResponseErrorCodeFieldEvent {
 
 export interface InferResponseErrorMessageFieldEvent {
   field: '$.error.message'
+  value: string
+}
+
+export interface InferResponseErrorMovedToFieldEvent {
+  field: '$.error.movedTo'
   value: string
 }
 
@@ -1612,7 +1720,805 @@ export const InferResponse = {
     return decodeMessage(buf, InferResponse.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferResponse>): Generator<InferResponseOpenedSessionIdFieldEvent | InferResponseOpenedMaxLengthFieldEvent | InferResponseOpenedHiddenSizeFieldEvent | InferResponseOpenedMaxStepRowsFieldEvent | InferResponseResultFrameFieldEvent | InferResponseResultComputeMsFieldEvent | InferResponseClosedSessionIdFieldEvent | InferResponseErrorCodeFieldEvent | InferResponseErrorMessageFieldEvent | InferResponseInfoConfigSha256FieldEvent | InferResponseInfoWeightsSha256FieldEvent | InferResponseInfoLayerStartFieldEvent | InferResponseInfoLayerEndFieldEvent | InferResponseInfoMaxLengthFieldEvent | InferResponseInfoMaxStepRowsFieldEvent | InferResponseInfoFreeSessionsFieldEvent | InferResponseInfoMsPerLayerFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferResponse>): Generator<InferResponseOpenedSessionIdFieldEvent | InferResponseOpenedMaxLengthFieldEvent | InferResponseOpenedHiddenSizeFieldEvent | InferResponseOpenedMaxStepRowsFieldEvent | InferResponseOpenedPositionsFieldEvent | InferResponseOpenedNextStepFieldEvent | InferResponseResultFrameFieldEvent | InferResponseResultComputeMsFieldEvent | InferResponseClosedSessionIdFieldEvent | InferResponseErrorCodeFieldEvent | InferResponseErrorMessageFieldEvent | InferResponseErrorMovedToFieldEvent | InferResponseInfoConfigSha256FieldEvent | InferResponseInfoWeightsSha256FieldEvent | InferResponseInfoLayerStartFieldEvent | InferResponseInfoLayerEndFieldEvent | InferResponseInfoMaxLengthFieldEvent | InferResponseInfoMaxStepRowsFieldEvent | InferResponseInfoFreeSessionsFieldEvent | InferResponseInfoMsPerLayerFieldEvent> {
     return streamMessage(buf, InferResponse.codec(), opts)
+  }
+}
+
+export interface HandoffOffer {
+  handoffId: Uint8Array<ArrayBuffer>
+  clientPeer: string
+  sessionId: string
+  configSha256: Uint8Array<ArrayBuffer>
+  weightsSha256: Uint8Array<ArrayBuffer>
+  layerStart: number
+  layerEnd: number
+  positions: number
+  nextStep: number
+  maxLength: number
+}
+
+let _HandoffOfferCodec: Codec<HandoffOffer>
+export interface HandoffOfferHandoffIdFieldEvent {
+  field: '$.handoffId'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffOfferClientPeerFieldEvent {
+  field: '$.clientPeer'
+  value: string
+}
+
+export interface HandoffOfferSessionIdFieldEvent {
+  field: '$.sessionId'
+  value: string
+}
+
+export interface HandoffOfferConfigSha256FieldEvent {
+  field: '$.configSha256'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffOfferWeightsSha256FieldEvent {
+  field: '$.weightsSha256'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffOfferLayerStartFieldEvent {
+  field: '$.layerStart'
+  value: number
+}
+
+export interface HandoffOfferLayerEndFieldEvent {
+  field: '$.layerEnd'
+  value: number
+}
+
+export interface HandoffOfferPositionsFieldEvent {
+  field: '$.positions'
+  value: number
+}
+
+export interface HandoffOfferNextStepFieldEvent {
+  field: '$.nextStep'
+  value: number
+}
+
+export interface HandoffOfferMaxLengthFieldEvent {
+  field: '$.maxLength'
+  value: number
+}
+
+export const HandoffOffer = {
+  codec: (): Codec<HandoffOffer> => {
+    if (_HandoffOfferCodec == null) {
+      _HandoffOfferCodec = message<HandoffOffer>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.handoffId != null && obj.handoffId.byteLength > 0)) {
+          w.uint32(10)
+          w.bytes(obj.handoffId)
+        }
+
+        if ((obj.clientPeer != null && obj.clientPeer !== '')) {
+          w.uint32(18)
+          w.string(obj.clientPeer)
+        }
+
+        if ((obj.sessionId != null && obj.sessionId !== '')) {
+          w.uint32(26)
+          w.string(obj.sessionId)
+        }
+
+        if ((obj.configSha256 != null && obj.configSha256.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.configSha256)
+        }
+
+        if ((obj.weightsSha256 != null && obj.weightsSha256.byteLength > 0)) {
+          w.uint32(42)
+          w.bytes(obj.weightsSha256)
+        }
+
+        if ((obj.layerStart != null && obj.layerStart !== 0)) {
+          w.uint32(48)
+          w.uint32(obj.layerStart)
+        }
+
+        if ((obj.layerEnd != null && obj.layerEnd !== 0)) {
+          w.uint32(56)
+          w.uint32(obj.layerEnd)
+        }
+
+        if ((obj.positions != null && obj.positions !== 0)) {
+          w.uint32(64)
+          w.uint32(obj.positions)
+        }
+
+        if ((obj.nextStep != null && obj.nextStep !== 0)) {
+          w.uint32(72)
+          w.uint32(obj.nextStep)
+        }
+
+        if ((obj.maxLength != null && obj.maxLength !== 0)) {
+          w.uint32(80)
+          w.uint32(obj.maxLength)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          handoffId: uint8ArrayAlloc(0),
+          clientPeer: '',
+          sessionId: '',
+          configSha256: uint8ArrayAlloc(0),
+          weightsSha256: uint8ArrayAlloc(0),
+          layerStart: 0,
+          layerEnd: 0,
+          positions: 0,
+          nextStep: 0,
+          maxLength: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.handoffId = reader.bytes()
+              break
+            }
+            case 2: {
+              obj.clientPeer = reader.string()
+              break
+            }
+            case 3: {
+              obj.sessionId = reader.string()
+              break
+            }
+            case 4: {
+              obj.configSha256 = reader.bytes()
+              break
+            }
+            case 5: {
+              obj.weightsSha256 = reader.bytes()
+              break
+            }
+            case 6: {
+              obj.layerStart = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.layerEnd = reader.uint32()
+              break
+            }
+            case 8: {
+              obj.positions = reader.uint32()
+              break
+            }
+            case 9: {
+              obj.nextStep = reader.uint32()
+              break
+            }
+            case 10: {
+              obj.maxLength = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.handoffId`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.clientPeer`,
+                value: reader.string()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.sessionId`,
+                value: reader.string()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.configSha256`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.weightsSha256`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.layerStart`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.layerEnd`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 8: {
+              yield {
+                field: `${prefix}.positions`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 9: {
+              yield {
+                field: `${prefix}.nextStep`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 10: {
+              yield {
+                field: `${prefix}.maxLength`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _HandoffOfferCodec
+  },
+
+  encode (obj: Partial<HandoffOffer>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HandoffOffer.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffOffer>): HandoffOffer {
+    return decodeMessage(buf, HandoffOffer.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffOffer>): Generator<HandoffOfferHandoffIdFieldEvent | HandoffOfferClientPeerFieldEvent | HandoffOfferSessionIdFieldEvent | HandoffOfferConfigSha256FieldEvent | HandoffOfferWeightsSha256FieldEvent | HandoffOfferLayerStartFieldEvent | HandoffOfferLayerEndFieldEvent | HandoffOfferPositionsFieldEvent | HandoffOfferNextStepFieldEvent | HandoffOfferMaxLengthFieldEvent> {
+    return streamMessage(buf, HandoffOffer.codec(), opts)
+  }
+}
+
+export interface HandoffAccept {
+  windowBytes: number
+}
+
+let _HandoffAcceptCodec: Codec<HandoffAccept>
+export interface HandoffAcceptWindowBytesFieldEvent {
+  field: '$.windowBytes'
+  value: number
+}
+
+export const HandoffAccept = {
+  codec: (): Codec<HandoffAccept> => {
+    if (_HandoffAcceptCodec == null) {
+      _HandoffAcceptCodec = message<HandoffAccept>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.windowBytes != null && obj.windowBytes !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.windowBytes)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          windowBytes: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.windowBytes = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.windowBytes`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _HandoffAcceptCodec
+  },
+
+  encode (obj: Partial<HandoffAccept>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HandoffAccept.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffAccept>): HandoffAccept {
+    return decodeMessage(buf, HandoffAccept.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffAccept>): Generator<HandoffAcceptWindowBytesFieldEvent> {
+    return streamMessage(buf, HandoffAccept.codec(), opts)
+  }
+}
+
+export interface HandoffCredit {
+  bytes: bigint
+}
+
+let _HandoffCreditCodec: Codec<HandoffCredit>
+export interface HandoffCreditBytesFieldEvent {
+  field: '$.bytes'
+  value: bigint
+}
+
+export const HandoffCredit = {
+  codec: (): Codec<HandoffCredit> => {
+    if (_HandoffCreditCodec == null) {
+      _HandoffCreditCodec = message<HandoffCredit>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.bytes != null && obj.bytes !== 0n)) {
+          w.uint32(8)
+          w.uint64(obj.bytes)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          bytes: 0n
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.bytes = reader.uint64()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.bytes`,
+                value: reader.uint64()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _HandoffCreditCodec
+  },
+
+  encode (obj: Partial<HandoffCredit>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HandoffCredit.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffCredit>): HandoffCredit {
+    return decodeMessage(buf, HandoffCredit.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffCredit>): Generator<HandoffCreditBytesFieldEvent> {
+    return streamMessage(buf, HandoffCredit.codec(), opts)
+  }
+}
+
+export interface HandoffAdopted {
+  handoffId: Uint8Array<ArrayBuffer>
+}
+
+let _HandoffAdoptedCodec: Codec<HandoffAdopted>
+export interface HandoffAdoptedHandoffIdFieldEvent {
+  field: '$.handoffId'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export const HandoffAdopted = {
+  codec: (): Codec<HandoffAdopted> => {
+    if (_HandoffAdoptedCodec == null) {
+      _HandoffAdoptedCodec = message<HandoffAdopted>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.handoffId != null && obj.handoffId.byteLength > 0)) {
+          w.uint32(10)
+          w.bytes(obj.handoffId)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          handoffId: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.handoffId = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.handoffId`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _HandoffAdoptedCodec
+  },
+
+  encode (obj: Partial<HandoffAdopted>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HandoffAdopted.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffAdopted>): HandoffAdopted {
+    return decodeMessage(buf, HandoffAdopted.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffAdopted>): Generator<HandoffAdoptedHandoffIdFieldEvent> {
+    return streamMessage(buf, HandoffAdopted.codec(), opts)
+  }
+}
+
+export interface HandoffControl {
+  offer?: HandoffOffer
+  accept?: HandoffAccept
+  credit?: HandoffCredit
+  adopted?: HandoffAdopted
+  error?: InferError
+}
+
+let _HandoffControlCodec: Codec<HandoffControl>
+export interface HandoffControlOfferHandoffIdFieldEvent {
+  field: '$.offer.handoffId'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffControlOfferClientPeerFieldEvent {
+  field: '$.offer.clientPeer'
+  value: string
+}
+
+export interface HandoffControlOfferSessionIdFieldEvent {
+  field: '$.offer.sessionId'
+  value: string
+}
+
+export interface HandoffControlOfferConfigSha256FieldEvent {
+  field: '$.offer.configSha256'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffControlOfferWeightsSha256FieldEvent {
+  field: '$.offer.weightsSha256'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffControlOfferLayerStartFieldEvent {
+  field: '$.offer.layerStart'
+  value: number
+}
+
+export interface HandoffControlOfferLayerEndFieldEvent {
+  field: '$.offer.layerEnd'
+  value: number
+}
+
+export interface HandoffControlOfferPositionsFieldEvent {
+  field: '$.offer.positions'
+  value: number
+}
+
+export interface HandoffControlOfferNextStepFieldEvent {
+  field: '$.offer.nextStep'
+  value: number
+}
+
+export interface HandoffControlOfferMaxLengthFieldEvent {
+  field: '$.offer.maxLength'
+  value: number
+}
+
+export interface HandoffControlAcceptWindowBytesFieldEvent {
+  field: '$.accept.windowBytes'
+  value: number
+}
+
+export interface HandoffControlCreditBytesFieldEvent {
+  field: '$.credit.bytes'
+  value: bigint
+}
+
+export interface HandoffControlAdoptedHandoffIdFieldEvent {
+  field: '$.adopted.handoffId'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export interface HandoffControlErrorCodeFieldEvent {
+  field: '$.error.code'
+  value: string
+}
+
+export interface HandoffControlErrorMessageFieldEvent {
+  field: '$.error.message'
+  value: string
+}
+
+export interface HandoffControlErrorMovedToFieldEvent {
+  field: '$.error.movedTo'
+  value: string
+}
+
+export const HandoffControl = {
+  codec: (): Codec<HandoffControl> => {
+    if (_HandoffControlCodec == null) {
+      _HandoffControlCodec = message<HandoffControl>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.offer != null) {
+          w.uint32(10)
+          HandoffOffer.codec().encode(obj.offer, w)
+        }
+
+        if (obj.accept != null) {
+          w.uint32(18)
+          HandoffAccept.codec().encode(obj.accept, w)
+        }
+
+        if (obj.credit != null) {
+          w.uint32(26)
+          HandoffCredit.codec().encode(obj.credit, w)
+        }
+
+        if (obj.adopted != null) {
+          w.uint32(34)
+          HandoffAdopted.codec().encode(obj.adopted, w)
+        }
+
+        if (obj.error != null) {
+          w.uint32(42)
+          InferError.codec().encode(obj.error, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.offer = HandoffOffer.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.offer
+              })
+              break
+            }
+            case 2: {
+              obj.accept = HandoffAccept.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.accept
+              })
+              break
+            }
+            case 3: {
+              obj.credit = HandoffCredit.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.credit
+              })
+              break
+            }
+            case 4: {
+              obj.adopted = HandoffAdopted.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.adopted
+              })
+              break
+            }
+            case 5: {
+              obj.error = InferError.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.error
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield * HandoffOffer.codec().stream(reader, reader.uint32(), `${prefix}.offer`, {
+                limits: opts.limits?.offer
+              })
+
+              break
+            }
+            case 2: {
+              yield * HandoffAccept.codec().stream(reader, reader.uint32(), `${prefix}.accept`, {
+                limits: opts.limits?.accept
+              })
+
+              break
+            }
+            case 3: {
+              yield * HandoffCredit.codec().stream(reader, reader.uint32(), `${prefix}.credit`, {
+                limits: opts.limits?.credit
+              })
+
+              break
+            }
+            case 4: {
+              yield * HandoffAdopted.codec().stream(reader, reader.uint32(), `${prefix}.adopted`, {
+                limits: opts.limits?.adopted
+              })
+
+              break
+            }
+            case 5: {
+              yield * InferError.codec().stream(reader, reader.uint32(), `${prefix}.error`, {
+                limits: opts.limits?.error
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _HandoffControlCodec
+  },
+
+  encode (obj: Partial<HandoffControl>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, HandoffControl.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffControl>): HandoffControl {
+    return decodeMessage(buf, HandoffControl.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<HandoffControl>): Generator<HandoffControlOfferHandoffIdFieldEvent | HandoffControlOfferClientPeerFieldEvent | HandoffControlOfferSessionIdFieldEvent | HandoffControlOfferConfigSha256FieldEvent | HandoffControlOfferWeightsSha256FieldEvent | HandoffControlOfferLayerStartFieldEvent | HandoffControlOfferLayerEndFieldEvent | HandoffControlOfferPositionsFieldEvent | HandoffControlOfferNextStepFieldEvent | HandoffControlOfferMaxLengthFieldEvent | HandoffControlAcceptWindowBytesFieldEvent | HandoffControlCreditBytesFieldEvent | HandoffControlAdoptedHandoffIdFieldEvent | HandoffControlErrorCodeFieldEvent | HandoffControlErrorMessageFieldEvent | HandoffControlErrorMovedToFieldEvent> {
+    return streamMessage(buf, HandoffControl.codec(), opts)
   }
 }

@@ -8,6 +8,7 @@ import { InferRequest, InferResponse } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
+import { resumeHandedOffSession, sessionMovedTo, type Handoff } from './handoff-client.ts'
 
 /** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
 export interface MeshHop {
@@ -55,6 +56,8 @@ export interface Failover {
 
 export interface MeshGenerateResult extends GenerateResult {
   failovers: Failover[]
+  /** Sessions a draining server handed to another, resumed there with nothing replayed (set when there were any). */
+  handoffs?: Handoff[]
 }
 
 interface HopSession {
@@ -157,7 +160,7 @@ export class MeshModel implements TextGenerator {
   }
 
   private async decodeLoop (request: GenerateRequest, promptTokens: number[], session: MeshRun): Promise<MeshGenerateResult> {
-    const result = await runGeneration(this, request, promptTokens, session)
+    const result = { ...await runGeneration(this, request, promptTokens, session), ...(session.handoffs.length > 0 ? { handoffs: session.handoffs } : {}) }
     return { ...result, failovers: session.failovers }
   }
 
@@ -187,6 +190,7 @@ export class MeshModel implements TextGenerator {
 class MeshRun {
   readonly tokens: number[] = []
   readonly failovers: Failover[] = []
+  readonly handoffs: Handoff[] = []
   private readonly model: MeshModel
   private readonly id = randomBytes(12).toString('hex')
   private readonly headCache: KvCache
@@ -252,6 +256,24 @@ class MeshRun {
         return output
       } catch (err) {
         if (this.signal.aborted) throw err
+        // a draining server handed this span's session to another: bind it there and retry the step,
+        // nothing replayed; if that fails, fall through to the replay below
+        const movedTo = hop.channel !== null && hop.peer !== null ? sessionMovedTo(err) : null
+        if (movedTo !== null) {
+          const from = hop.peer as PeerId
+          const { libp2p, timeouts, logger } = this.model.wire
+          hop.channel?.close(AbortSignal.timeout(timeouts.replyMs)).catch(() => {})
+          hop.channel = null
+          try {
+            hop.channel = await resumeHandedOffSession({ libp2p, peer: movedTo, manifest: this.model.manifest, sessionId: this.id, layers: hop.hop, maxLength: this.maxLength, positions: hop.positions, nextStep: hop.nextStep, maxMessageBytes: this.maxMessageBytes, timeouts, signal: this.signal })
+            hop.peer = movedTo
+            this.model.ban(from)
+            this.handoffs.push({ hop: hop.index, from: from.toString(), to: movedTo.toString(), positions: hop.positions })
+            continue
+          } catch (resumeError) {
+            logger.warn({ hop: hop.index, peer: movedTo.toString(), code: codeOf(resumeError), err: errorMessage(resumeError) }, 'could not resume a handed-off session; replaying its span')
+          }
+        }
         lastError = err
         const peer = hop.peer
         failed ??= peer

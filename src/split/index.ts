@@ -14,3 +14,4 @@ export { chooseAutoSpan, AutoSpanError, type AutoSpanInput, type AutoSpanChoice,
 export { planPool, describeLivePool, type PoolPlan, type PoolPlanOptions, type PoolMachinePlan, type LivePoolPlan, type LiveServerPlan, type LiveModelFacts, type LayerRange } from './plan.ts'
 export { planLivePool, type LivePlanOptions } from './plan-live.ts'
 export { kvBytesPerPosition, layerWeightBytes, clientExtraBytes, specWeightBytes, type StorageFormat } from './plan-memory.ts'
+export { HANDOFF_ERRORS, SessionMovedError, HANDOFF_PROTOCOL, sessionMovedTo, resumeHandedOffSession, type Handoff, type DrainOptions, type DrainResult, type DrainedSession } from './handoff.ts'

@@ -2,10 +2,15 @@ import type { Libp2p, PeerId, Stream, Connection } from '@libp2p/interface'
 import { Stage, type KvCache } from '../inference/index.ts'
 import { MessageChannel, RequestError } from '../mesh/index.ts'
 import { loadManifest, type ModelManifest } from '../model/index.ts'
-import { decodeActivationFrame, encodeActivationFrame, FRAME_HEADER_BYTES } from '../usxf/index.ts'
-import { InferRequest, InferResponse, type InferInfo, type InferOpen, type InferStep } from '../pb/infer.ts'
+import { decodeActivationFrame, encodeActivationFrame, FRAME_HEADER_BYTES, peerPublicKey, type UsxfSigner } from '../usxf/index.ts'
+import { InferRequest, InferResponse, type HandoffOffer, type InferInfo, type InferOpen, type InferStep } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
+import { AdoptedSessions } from './handoff-adopted.ts'
+import { HANDOFF_ERRORS, SessionMovedError } from './handoff-errors.ts'
+import { receiveHandoff } from './handoff-receive.ts'
+import { sendSessionState } from './handoff-send.ts'
+import { HANDOFF_MAX_MESSAGE_BYTES, HANDOFF_PROTOCOL, HandoffWire } from './handoff-wire.ts'
 import { aligned, bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
 
 export interface LayerServerLimits {
@@ -21,6 +26,10 @@ export interface LayerServerLimits {
   writeTimeoutMs: number
   /** Inbound streams at once (default maxSessions + 4: a few for streams that are refused). */
   maxInboundStreams: number
+  /** Hand-offs received at once (default 2). */
+  maxInboundHandoffs: number
+  /** Deadline for the whole hand-off of one session, either side (default 5 min). */
+  handoffTimeoutMs: number
 }
 
 export interface LayerServerOptions {
@@ -37,6 +46,39 @@ export interface LayerServerOptions {
   threads?: number
   /** Peers allowed to open sessions (default: any peer the connection gater admits). */
   acceptFrom?: (peer: PeerId) => boolean
+  /** Servers allowed to hand sessions to this one (default: any peer the connection gater admits). */
+  acceptHandoffFrom?: (peer: PeerId) => boolean
+}
+
+export interface DrainOptions {
+  /** Signs the handed-off states: the node's identity, whose key is this libp2p node's peer id. */
+  identity: UsxfSigner
+  signal?: AbortSignal
+  /**
+   * How long to wait, after the last hand-off, for the moved sessions' clients to come back and be
+   * told where their session went (default 10 s); `stop()` after that ends the streams of the rest.
+   */
+  clientWaitMs?: number
+}
+
+export interface DrainedSession {
+  client: string
+  sessionId: string
+  positions: number
+  /** USXF bytes sent. */
+  streamBytes: number
+  ms: number
+}
+
+export interface DrainResult {
+  to: string
+  /** Sessions the target adopted; their clients resume them there with no replay. */
+  moved: DrainedSession[]
+  /** Sessions the target did not take: still served here until `stop()`, then their clients fail over by replay. */
+  failed: Array<{ client: string, sessionId: string, code: string, message: string }>
+  /** Moved sessions whose clients had not come back by the end of `clientWaitMs`. */
+  awaitingClients: number
+  ms: number
 }
 
 export interface LayerServerStats {
@@ -48,6 +90,11 @@ export interface LayerServerStats {
   errors: Record<string, number>
   /** Measured compute of one decode row per layer, ms (calibrated at start, then from decode steps). */
   msPerLayer: number
+  state: 'stopped' | 'serving' | 'draining'
+  /** Sessions handed to this server and not yet resumed by their clients. */
+  adopted: number
+  /** out: sessions this server handed off; in: adopted here; resumed: adopted and bound by their client; expired: adopted, never claimed. */
+  handoffs: { out: number, in: number, resumed: number, expired: number }
 }
 
 export interface LayerServer {
@@ -57,17 +104,40 @@ export interface LayerServer {
   readonly span: { start: number, end: number }
   readonly limits: LayerServerLimits
   start: () => Promise<void>
+  /** Ends every stream; steps in flight finish first. */
   stop: () => Promise<void>
+  /**
+   * Hands every live session to `to` (a server of the same model and span) and takes no new ones:
+   * each session's step in flight finishes, its next steps are held, its cache is sent as a signed
+   * USXF state, and the session is released here only once the target has adopted it; its client
+   * is then told where it went at its next step. Call `stop()` afterwards.
+   */
+  drain: (to: PeerId, options: DrainOptions) => Promise<DrainResult>
   stats: () => LayerServerStats
 }
 
 interface ServerSession {
   id: string
   key: string
+  client: PeerId
   cache: KvCache
   maxLength: number
   nextStep: number
+  /** The step being run (a hand-off waits for it). */
+  inFlight: Promise<void> | null
+  /** The hand-off being run (steps wait for it). */
+  handoff: Promise<void> | null
+  /** Where the session went: its cache is released, steps answer ERR_SESSION_MOVED. */
+  movedTo: PeerId | null
+  /** The client was told (or its stream ended). */
+  told: boolean
 }
+
+/** Refusals that any other session would get from the same target too: a drain stops trying after one. */
+const TARGET_WIDE = new Set<string>([
+  INFER_ERRORS.wrongModel, INFER_ERRORS.wrongSpan, HANDOFF_ERRORS.draining, HANDOFF_ERRORS.refused,
+  'ERR_DIAL_FAILED', 'ERR_DIAL_TIMEOUT', 'ERR_ABORTED'
+])
 
 function fail (code: string, message: string): SplitInferenceError {
   return new SplitInferenceError(code, message)
@@ -86,7 +156,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
   const sessions = new Map<string, ServerSession>()
   const streams = new Set<AbortController>()
   const running = new Set<Promise<void>>()
-  const counters = { opened: 0, steps: 0, errors: {} as Record<string, number> }
+  const counters = { opened: 0, steps: 0, errors: {} as Record<string, number>, handoffs: { out: 0, in: 0, resumed: 0, expired: 0 } }
   let limits: LayerServerLimits = {
     maxSessions: 16,
     maxLength: 2048,
@@ -94,13 +164,37 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     idleTimeoutMs: 60_000,
     writeTimeoutMs: 30_000,
     maxInboundStreams: 20,
+    maxInboundHandoffs: 2,
+    handoffTimeoutMs: 300_000,
     ...options.limits
   }
   let stage: Stage | null = null
   let stopping = false
+  // set by drain() until stop(): no new sessions, resumes or inbound hand-offs
+  let draining = false
+  // one drain at a time; another may follow (e.g. to another target for the sessions that failed)
+  let drainRunning = false
+  let stopped = new AbortController()
   let manifest: ModelManifest | null = null
   let maxMessageBytes = 0
   let msPerLayer = 0
+  // sessions handed here, held for their clients for as long as an idle stream would be
+  let adopted = new AdoptedSessions(limits.idleTimeoutMs, () => {})
+  // told whenever a moved session's client is told, or its stream ends (drain waits on it)
+  const clientsChanged = new EventTarget()
+
+  /** Sessions that hold a cache here: live ones (not moved away), adopted ones and hand-offs in flight. */
+  const held = (): number => {
+    let live = 0
+    for (const session of sessions.values()) if (session.movedTo === null) live++
+    return live + adopted.size
+  }
+
+  const markTold = (session: ServerSession): void => {
+    if (session.movedTo === null || session.told) return
+    session.told = true
+    clientsChanged.dispatchEvent(new Event('told'))
+  }
 
   const open = (request: InferOpen, peer: PeerId, current: ServerSession | null): { session: ServerSession, response: InferResponse } => {
     const m = manifest as ModelManifest
@@ -115,18 +209,61 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     }
     if (request.maxLength < 1 || request.maxLength > limits.maxLength) throw fail(INFER_ERRORS.maxLength, `max length must be in 1..${limits.maxLength}, got ${request.maxLength}`)
     if (!(options.acceptFrom?.(peer) ?? true)) throw fail(INFER_ERRORS.peerRefused, 'this server does not take sessions from this peer')
+    if (draining) throw fail(HANDOFF_ERRORS.draining, 'this server is draining: it takes no new sessions')
     const key = `${peer.toString()}/${request.sessionId}`
-    if (sessions.has(key)) throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
-    if (sessions.size >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${sessions.size} sessions, its limit`)
-    const session: ServerSession = { id: request.sessionId, key, cache: s.newCache(), maxLength: request.maxLength, nextStep: 0 }
+    if (request.resume === true) return resume(request, peer, key)
+    if (sessions.has(key) || adopted.holder(key) !== null) throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
+    if (held() >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${held()} sessions, its limit`)
+    const session = newSession(request.sessionId, key, peer, s.newCache(), request.maxLength, 0)
     sessions.set(key, session)
     counters.opened++
     return { session, response: { opened: { sessionId: session.id, maxLength: session.maxLength, hiddenSize: m.spec.hiddenSize, maxStepRows: limits.maxStepRows } } }
   }
 
-  const step = async (request: InferStep, session: ServerSession | null): Promise<InferResponse> => {
+  const newSession = (id: string, key: string, client: PeerId, cache: KvCache, maxLength: number, nextStep: number): ServerSession =>
+    ({ id, key, client, cache, maxLength, nextStep, inFlight: null, handoff: null, movedTo: null, told: false })
+
+  /** Binds a session another server handed here to its client's new stream; it continues where it was. */
+  const resume = (request: InferOpen, peer: PeerId, key: string): { session: ServerSession, response: InferResponse } => {
     const m = manifest as ModelManifest
+    const waiting = adopted.peek(key)
+    // only the client the session was handed over for finds it: the key carries its peer id
+    if (waiting === undefined) throw fail(HANDOFF_ERRORS.notAdopted, `no session ${request.sessionId} was handed to this server for this peer (or it expired)`)
+    if (waiting.maxLength !== request.maxLength) throw fail(INFER_ERRORS.maxLength, `session ${request.sessionId} was opened for ${waiting.maxLength} positions, not ${request.maxLength}`)
+    const previous = sessions.get(key)
+    if (previous !== undefined && previous.movedTo === null) throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
+    adopted.claim(key)
+    // (a session that once moved away from here and came back replaces its old stream's record)
+    const session = newSession(request.sessionId, key, peer, waiting.cache, waiting.maxLength, waiting.nextStep)
+    sessions.set(key, session)
+    counters.handoffs.resumed++
+    logger.debug({ peer: peer.toString(), session: session.id, positions: session.cache.length }, 'handed-off session resumed')
+    return {
+      session,
+      response: { opened: { sessionId: session.id, maxLength: session.maxLength, hiddenSize: m.spec.hiddenSize, maxStepRows: limits.maxStepRows, positions: session.cache.length, nextStep: session.nextStep } }
+    }
+  }
+
+  const step = async (request: InferStep, session: ServerSession | null): Promise<InferResponse> => {
     if (session === null || session.id !== request.sessionId) throw fail(INFER_ERRORS.unknownSession, `no session ${request.sessionId.slice(0, 128)} on this stream`)
+    // a hand-off holds the session's steps until it ends, one way or the other
+    while (session.handoff !== null) await session.handoff
+    if (session.movedTo !== null) {
+      markTold(session)
+      throw new SessionMovedError(session.id, session.movedTo)
+    }
+    let finished = (): void => {}
+    session.inFlight = new Promise((resolve) => { finished = resolve })
+    try {
+      return await runStep(request, session)
+    } finally {
+      session.inFlight = null
+      finished()
+    }
+  }
+
+  const runStep = async (request: InferStep, session: ServerSession): Promise<InferResponse> => {
+    const m = manifest as ModelManifest
     const bytes = request.frame
     if (bytes.byteLength >= FRAME_HEADER_BYTES && bytes[0] === 0x55 && bytes[1] === 0x58) {
       // refuse an oversize tensor from its header, before decoding the payload
@@ -174,7 +311,11 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     const channel = new MessageChannel(INFER_PROTOCOL, stream, peer, maxMessageBytes)
     let session: ServerSession | null = null
     const release = (): void => {
-      if (session !== null) sessions.delete(session.key)
+      if (session !== null && sessions.get(session.key) === session) sessions.delete(session.key)
+      if (session !== null && session.movedTo !== null) {
+        session.told = true
+        clientsChanged.dispatchEvent(new Event('told'))
+      }
       session = null
     }
     try {
@@ -218,7 +359,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
           const code = err instanceof PermagentError ? err.code : INFER_ERRORS.internal
           if (!(err instanceof PermagentError)) logger.warn({ err: errorMessage(err) }, 'a step failed')
           counters.errors[code] = (counters.errors[code] ?? 0) + 1
-          response = { error: { code, message: err instanceof PermagentError ? err.message.slice(0, 1024) : 'the server failed to run the step' } }
+          response = { error: { code, message: err instanceof PermagentError ? err.message.slice(0, 1024) : 'the server failed to run the step', ...(err instanceof SessionMovedError ? { movedTo: err.to.toString() } : {}) } }
         }
         await channel.send(InferResponse.encode(response), AbortSignal.any([controller.signal, AbortSignal.timeout(limits.writeTimeoutMs)]))
       }
@@ -230,6 +371,144 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       streams.delete(controller)
       await channel.close(AbortSignal.timeout(limits.writeTimeoutMs)).catch(() => {})
     }
+  }
+
+  /** Takes one inbound hand-off: the checks that need this server's state, and where the session goes. */
+  const serveHandoff = async (stream: Stream, connection: Connection): Promise<void> => {
+    const wire = new HandoffWire(new MessageChannel(HANDOFF_PROTOCOL, stream, connection.remotePeer, HANDOFF_MAX_MESSAGE_BYTES))
+    const m = manifest
+    const s = stage
+    if (m === null || s === null || stopping || draining) {
+      await wire.sendError(fail(HANDOFF_ERRORS.draining, 'this server is not taking sessions'), AbortSignal.timeout(limits.writeTimeoutMs)).catch(() => {})
+      await wire.close(AbortSignal.timeout(limits.writeTimeoutMs)).catch(() => {})
+      return
+    }
+    await receiveHandoff(wire, connection.remotePeer, {
+      manifest: m,
+      span,
+      maxLength: limits.maxLength,
+      ioTimeoutMs: limits.writeTimeoutMs,
+      handoffMs: limits.handoffTimeoutMs,
+      logger,
+      reserve: (offer: HandoffOffer, client: PeerId, source: PeerId) => {
+        if (stopping || draining) throw fail(HANDOFF_ERRORS.draining, 'this server is draining: it takes no new sessions')
+        if (!(options.acceptHandoffFrom?.(source) ?? true)) throw fail(HANDOFF_ERRORS.refused, 'this server does not take hand-offs from this peer')
+        if (!(options.acceptFrom?.(client) ?? true)) throw fail(INFER_ERRORS.peerRefused, 'this server does not take sessions from the session\'s client')
+        const key = `${client.toString()}/${offer.sessionId}`
+        const live = sessions.get(key)
+        if (live !== undefined && live.movedTo === null) throw fail(INFER_ERRORS.sessionExists, `session ${offer.sessionId} of this client is open here`)
+        const holder = adopted.holder(key)
+        // the same source may offer again (its first try's ack was lost): the new copy replaces the old
+        if (holder !== null && (holder.state === 'reserved' || holder.from !== source.toString())) throw fail(INFER_ERRORS.sessionExists, `session ${offer.sessionId} of this client is already held here`)
+        if (holder !== null) adopted.drop(key)
+        if (held() >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${held()} sessions, its limit`)
+        adopted.reserve(key, source.toString())
+        return key
+      },
+      unreserve: (key) => { adopted.unreserve(key) },
+      newCache: () => s.newCache(),
+      adopt: (key, offer, cache, source) => {
+        adopted.adopt({ key, sessionId: offer.sessionId, cache, maxLength: offer.maxLength, nextStep: offer.nextStep, from: source.toString() })
+        counters.handoffs.in++
+      }
+    }, stopped.signal)
+  }
+
+  /** Waits for the session's step in flight, holds its next steps, sends it; releases it here only once adopted. */
+  const handOff = async (session: ServerSession, to: PeerId, identity: UsxfSigner, signal: AbortSignal): Promise<DrainedSession> => {
+    while (session.inFlight !== null) await session.inFlight
+    let finished = (): void => {}
+    session.handoff = new Promise((resolve) => { finished = resolve })
+    try {
+      const report = await sendSessionState({
+        libp2p: options.libp2p,
+        signer: identity,
+        manifest: manifest as ModelManifest,
+        span,
+        dialMs: limits.writeTimeoutMs,
+        ioTimeoutMs: limits.writeTimeoutMs,
+        handoffMs: limits.handoffTimeoutMs,
+        signal
+      }, to, { client: session.client, sessionId: session.id, cache: session.cache, maxLength: session.maxLength, nextStep: session.nextStep })
+      // the target holds it now: release ours; the client learns at its next step
+      session.movedTo = to
+      session.cache.clear()
+      // (a client that went away meanwhile has nobody to tell; its adopted copy expires there)
+      if (sessions.get(session.key) !== session) session.told = true
+      counters.handoffs.out++
+      return { client: session.client.toString(), sessionId: session.id, ...report }
+    } finally {
+      session.handoff = null
+      finished()
+    }
+  }
+
+  /** Resolves once every moved session's client was told (or its stream ended), or after `ms`. */
+  const waitForClients = async (moved: ServerSession[], ms: number, signal: AbortSignal): Promise<number> => {
+    const waiting = (): number => moved.filter((m) => !m.told).length
+    if (waiting() === 0 || ms <= 0) return waiting()
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        clientsChanged.removeEventListener('told', check)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const check = (): void => { if (waiting() === 0) done() }
+      const timer = setTimeout(done, ms)
+      clientsChanged.addEventListener('told', check)
+      signal.addEventListener('abort', done)
+    })
+    return waiting()
+  }
+
+  const drain = async (to: PeerId, drainOptions: DrainOptions): Promise<DrainResult> => {
+    if (stage === null || stopping) throw new InvalidInputError('the layer server is not running')
+    if (drainRunning) throw fail(HANDOFF_ERRORS.draining, 'a drain is already running on this server')
+    if (to.equals(options.libp2p.peerId)) throw new InvalidInputError('a layer server cannot drain into itself')
+    // the target checks the state's producer against this node's peer key: only that key may sign
+    if (Buffer.compare(Buffer.from(drainOptions.identity.publicKey), Buffer.from(peerPublicKey(options.libp2p.peerId))) !== 0) {
+      throw new InvalidInputError('drain must be signed by this node\'s identity (the key of its peer id)')
+    }
+    const clientWaitMs = drainOptions.clientWaitMs ?? 10_000
+    if (!Number.isInteger(clientWaitMs) || clientWaitMs < 0) throw new InvalidInputError('clientWaitMs must be a non-negative integer')
+    draining = true
+    drainRunning = true
+    try {
+      return await drainInto(to, drainOptions.identity, clientWaitMs, drainOptions.signal)
+    } finally {
+      drainRunning = false
+    }
+  }
+
+  const drainInto = async (to: PeerId, identity: UsxfSigner, clientWaitMs: number, outerSignal: AbortSignal | undefined): Promise<DrainResult> => {
+    const started = performance.now()
+    const signal = outerSignal !== undefined ? AbortSignal.any([outerSignal, stopped.signal]) : stopped.signal
+    const result: DrainResult = { to: to.toString(), moved: [], failed: [], awaitingClients: 0, ms: 0 }
+    const movedSessions: ServerSession[] = []
+    let targetRefusal: { code: string, message: string } | null = null
+    const live = [...sessions.values()].filter((session) => session.movedTo === null)
+    logger.info({ to: to.toString(), sessions: live.length }, 'draining: handing sessions off')
+    for (const session of live) {
+      // a session whose client closed it meanwhile has nothing left to move
+      if (sessions.get(session.key) !== session) continue
+      const failed = { client: session.client.toString(), sessionId: session.id }
+      if (targetRefusal !== null) { result.failed.push({ ...failed, ...targetRefusal }); continue }
+      try {
+        result.moved.push(await handOff(session, to, identity, signal))
+        movedSessions.push(session)
+      } catch (err) {
+        const code = err instanceof PermagentError ? err.code : INFER_ERRORS.internal
+        const message = errorMessage(err).slice(0, 1024)
+        logger.warn({ to: to.toString(), session: session.id, code, err: message }, 'hand-off failed; the session stays here')
+        result.failed.push({ ...failed, code, message })
+        if (TARGET_WIDE.has(code) || signal.aborted) targetRefusal = { code, message }
+      }
+    }
+    result.awaitingClients = await waitForClients(movedSessions, clientWaitMs, signal)
+    result.ms = performance.now() - started
+    logger.info({ to: to.toString(), moved: result.moved.length, failed: result.failed.length, awaitingClients: result.awaitingClients }, 'drained')
+    return result
   }
 
   const server: LayerServer = {
@@ -260,10 +539,21 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
           running.add(served)
           try { await served } finally { running.delete(served) }
         }, { maxInboundStreams: limits.maxInboundStreams })
+        await options.libp2p.handle(HANDOFF_PROTOCOL, async (stream, connection) => {
+          const received = serveHandoff(stream, connection)
+          running.add(received)
+          try { await received } finally { running.delete(received) }
+        }, { maxInboundStreams: limits.maxInboundHandoffs })
       } catch (err) {
+        await options.libp2p.unhandle(INFER_PROTOCOL).catch(() => {})
         await opened.close()
         throw err
       }
+      stopped = new AbortController()
+      adopted = new AdoptedSessions(limits.idleTimeoutMs, (session) => {
+        counters.handoffs.expired++
+        logger.info({ session: session.sessionId, from: session.from }, 'an adopted session was not resumed in time; dropped')
+      })
       stage = opened
       manifest = m
       logger.info({ model: m.name, span, maxLength }, 'layer server started')
@@ -273,17 +563,31 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       stopping = true
       try {
         await options.libp2p.unhandle(INFER_PROTOCOL)
+        await options.libp2p.unhandle(HANDOFF_PROTOCOL)
+        stopped.abort(new Error('the layer server stopped'))
         for (const controller of streams) controller.abort(new Error('the layer server stopped'))
-        // a step in flight finishes before its stage is released
+        // a step or hand-off in flight finishes before its stage is released
         await Promise.allSettled([...running])
         sessions.clear()
+        adopted.clear()
         await stage.close()
       } finally {
         stage = null
         stopping = false
+        draining = false
       }
     },
-    stats: () => ({ sessions: sessions.size, opened: counters.opened, steps: counters.steps, errors: { ...counters.errors }, msPerLayer })
+    drain,
+    stats: () => ({
+      sessions: held() - adopted.size,
+      opened: counters.opened,
+      steps: counters.steps,
+      errors: { ...counters.errors },
+      msPerLayer,
+      state: stage === null ? 'stopped' : draining ? 'draining' : 'serving',
+      adopted: adopted.waiting,
+      handoffs: { ...counters.handoffs }
+    })
   }
   return server
 }
