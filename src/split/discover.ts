@@ -85,10 +85,12 @@ export interface ModelServers {
 
 /**
  * The servers of a model with their verified capacity records: candidates from the DHT and the
- * connected peers, each asked for its record over /permagent/infer/capacity/1.0.0 in parallel.
+ * connected peers (at most `max`, default 64), each asked for its record over
+ * /permagent/infer/capacity/1.0.0 in parallel.
  */
 export async function discoverModelServers (libp2p: MeshLibp2p, model: ModelIdentity, options: DiscoverOptions & { recordTimeoutMs?: number } = {}): Promise<ModelServers> {
-  const candidates = await layerServerCandidates(libp2p, { ...options, model })
+  // likely servers come first; the cap bounds the streams opened on a node with many connections
+  const candidates = (await layerServerCandidates(libp2p, { ...options, model })).slice(0, options.max ?? 64)
   const result: ModelServers = { servers: [], withdrawn: [], failed: [] }
   await Promise.all(candidates.map(async (peer) => {
     try {

@@ -2,6 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { generateEd25519, identityFromKeyPair } from '../../src/identity/index.ts'
+import type { PeerId } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import type { MeshLibp2p } from '../../src/mesh/index.ts'
 import { importModel, loadManifest } from '../../src/model/index.ts'
 import type { NetworkOptions } from '../../src/permagent.ts'
 import { CapacityRecord, SignedCapacityRecord } from '../../src/pb/capacity.ts'
@@ -14,6 +17,14 @@ import {
 import { waitFor } from '../../src/util/wait-for.ts'
 import { tempDir, tinyCheckpoint } from '../model/fixtures.ts'
 import { LAYERS, promptIds } from './fixtures.ts'
+
+/** Whether the node's own DHT provider store holds an entry for the key (kad-dht answers those first, from itself). */
+async function holdsLocalProviderEntry (node: { mesh: { libp2p: MeshLibp2p, peerId: PeerId } }, key: CID): Promise<boolean> {
+  for await (const event of node.mesh.libp2p.services.dht.findProviders(key, { signal: AbortSignal.timeout(5_000) })) {
+    return event.name === 'PEER_RESPONSE' && event.from.equals(node.mesh.peerId)
+  }
+  return false
+}
 
 const capacityError = (code: string) => (err: unknown): boolean => err instanceof CapacityRecordError && err.code === code
 
@@ -123,7 +134,12 @@ test('layer servers announce on the DHT; a client that is not connected to them 
   })
 
   await t.test('stopping withdraws: the signed record says withdrawn, and discovery drops the server', async () => {
+    for (const key of [announcers[1].keys.model, announcers[1].keys.span]) assert.equal(await holdsLocalProviderEntry(serverB, key), true)
     await announcers[1].stop()
+    // its own provider entry is gone, so kad-dht's reprovider will not republish it (the span key:
+    // B alone provides it; B's store may hold A's entry for the model key, as a DHT peer of A)
+    assert.equal(await holdsLocalProviderEntry(serverB, announcers[1].keys.span), false)
+    assert.equal(await holdsLocalProviderEntry(serverA, announcers[0].keys.span), true)
     await servers[1].stop()
     const { info } = await fetchCapacityRecord(client.mesh.libp2p, serverB.mesh.peerId, model)
     assert.equal(info.withdrawn, true)
