@@ -8,6 +8,7 @@ import { register as registerSplitCommands } from './split.ts'
 import { register as registerSkillCommands } from './skills.ts'
 import { register as registerPlanCommands } from './plan.ts'
 import { register as registerSessionCommands } from './session.ts'
+import { register as registerDrainCommands } from './drain.ts'
 
 /**
  * Every command module. A module adds its commands by exporting `register(program, cli)` from
@@ -21,5 +22,6 @@ export const commandModules: Array<(program: Command, cli: CliContext) => void> 
   registerSplitCommands,
   registerSkillCommands,
   registerPlanCommands,
-  registerSessionCommands
+  registerSessionCommands,
+  registerDrainCommands
 ]

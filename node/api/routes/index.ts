@@ -9,6 +9,7 @@ import { openaiRoutes } from './openai.ts'
 import { skillsRoutes } from './skills.ts'
 import { planRoutes } from './plan.ts'
 import { sessionRoutes } from './sessions.ts'
+import { drainRoutes } from './drain.ts'
 
 /**
  * Every control-API route. A module adds its routes by exporting a Route[] from
@@ -24,5 +25,6 @@ export const allRoutes: Route[] = [
   ...skillsRoutes,
   ...planRoutes,
   ...sessionRoutes,
+  ...drainRoutes,
   ...createMetricsRoutes()
 ]

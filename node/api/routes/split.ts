@@ -160,3 +160,9 @@ export const splitRoutes: Route[] = [
     handler: async ({ node }) => ({ stopped: await stopServing(node) })
   }
 ]
+
+/** The layer server this node serves now, and how to stop serving it (withdraw, then stop): for /api/drain. */
+export function servedLayerServer (node: Permagent): { server: LayerServer, stopServing: () => Promise<boolean> } | null {
+  const current = served.get(node)
+  return current == null ? null : { server: current.server, stopServing: async () => await stopServing(node) }
+}
