@@ -44,6 +44,7 @@ interface PlanFlags {
   headLayers?: string
   tailLayers?: string
   timeout?: string
+  measureLocal?: boolean
 }
 
 function number (flag: string, value: string, min: number, max: number): number {
@@ -91,7 +92,7 @@ function showLive (plan: LiveReply): string {
   lines.push(plan.uncovered.length === 0 ? 'uncovered: none' : `uncovered: layers ${plan.uncovered.map((r) => `${r.start}-${r.end}`).join(', ')} (${bytes(plan.uncoveredBytes)} of weights; servers report ${bytes(plan.poolFreeMemoryBytes)} free)`)
   lines.push(`fits the pool: ${plan.fits ? `yes, route ${(plan.route ?? []).map((h) => `${h.start}-${h.end}@${short(h.peer)}`).join(' -> ')}` : 'no'}`)
   if (plan.projected != null) {
-    lines.push(`projected: ${plan.projected.msPerToken.toFixed(1)} ms/token = ${plan.projected.tokensPerSecond.toFixed(1)} tokens/s (middle ${plan.projected.middleMsPerToken.toFixed(1)} ms from measured RTTs and per-layer compute; local ${plan.projected.localMsPerToken.toFixed(1)} ms estimated)`)
+    lines.push(`projected: ${plan.projected.msPerToken.toFixed(1)} ms/token = ${plan.projected.tokensPerSecond.toFixed(1)} tokens/s (middle ${plan.projected.middleMsPerToken.toFixed(1)} ms from measured RTTs and per-layer compute; local ${plan.projected.localMsPerToken.toFixed(1)} ms ${plan.projected.localMeasured ? 'measured here' : 'estimated'})`)
   }
   for (const note of plan.notes) lines.push(`note: ${note}`)
   return lines.join('\n')
@@ -116,6 +117,7 @@ export function register (program: Command, cli: CliContext): void {
     .option('--head-layers <n>', 'layers the client keeps at the start (default 1)')
     .option('--tail-layers <n>', 'layers the client keeps at the end (default 1)')
     .option('--timeout <ms>', 'live: deadline of the DHT lookup and of each probe (default 10000)')
+    .option('--measure-local', 'live: measure this node\'s head and tail (loads their weights) instead of estimating them')
     .option('--json', 'print JSON')
     .action(async (name: string | undefined, flags: PlanFlags, command: Command) => {
       const headLayers = flags.headLayers != null ? parseIntegerFlag('--head-layers', flags.headLayers, 1, 100_000) : undefined
@@ -123,7 +125,7 @@ export function register (program: Command, cli: CliContext): void {
       const maxLength = flags.maxLength != null ? parseIntegerFlag('--max-length', flags.maxLength, 1, 1 << 24) : undefined
       if (flags.spec != null || flags.machines != null) {
         if (flags.machines == null) throw new UsageError('--spec plans against --machines, e.g. --machines 4x16GB')
-        if (flags.timeout != null) throw new UsageError('--timeout is for a live plan (without --machines)')
+        if (flags.timeout != null || flags.measureLocal === true) throw new UsageError('--timeout and --measure-local are for a live plan (without --machines)')
         let spec: ModelSpec
         let format: Pick<PoolPlanOptions, 'dtype' | 'quant'>
         let title: string
@@ -163,7 +165,7 @@ export function register (program: Command, cli: CliContext): void {
       }
       const timeoutMs = flags.timeout != null ? parseIntegerFlag('--timeout', flags.timeout, 100, 120_000) : undefined
       const client = await connectToDaemon(cli.paths(command).root)
-      const plan = await client.call<LiveReply>('POST', '/api/model/plan', { model: name, headLayers, tailLayers, maxLength, timeoutMs }, { timeoutMs: 300_000 })
+      const plan = await client.call<LiveReply>('POST', '/api/model/plan', { model: name, headLayers, tailLayers, maxLength, timeoutMs, measureLocal: flags.measureLocal === true ? true : undefined }, { timeoutMs: 300_000 })
       cli.print(command, plan, () => showLive(plan))
     })
 }

@@ -13,5 +13,6 @@ export { findModelServers, discoverModelServers, storedModelCandidates, type Dis
 export { chooseAutoSpan, AutoSpanError, type AutoSpanInput, type AutoSpanChoice, type LayerCoverage } from './auto-span.ts'
 export { planPool, describeLivePool, type PoolPlan, type PoolPlanOptions, type PoolMachinePlan, type LivePoolPlan, type LiveServerPlan, type LiveModelFacts, type LayerRange } from './plan.ts'
 export { planLivePool, type LivePlanOptions } from './plan-live.ts'
+export { measureLocalStages } from './plan-local.ts'
 export { kvBytesPerPosition, layerWeightBytes, clientExtraBytes, specWeightBytes, type StorageFormat } from './plan-memory.ts'
 export { HANDOFF_ERRORS, SessionMovedError, HANDOFF_PROTOCOL, sessionMovedTo, resumeHandedOffSession, type Handoff, type DrainOptions, type DrainResult, type DrainedSession } from './handoff.ts'

@@ -201,8 +201,12 @@ export interface LivePoolPlan {
   projected: {
     /** planRoute over measured RTTs and per-layer compute. */
     middleMsPerToken: number
-    /** Head and tail compute here: estimated from the servers' median ms per layer (not measured on this node). */
+    /**
+     * Head and tail compute here: measured on this node (embeddings, head and tail layers, LM
+     * head) when `local` was given, else estimated from the servers' median ms per layer.
+     */
     localMsPerToken: number
+    localMeasured: boolean
     msPerToken: number
     tokensPerSecond: number
   } | null
@@ -214,7 +218,7 @@ export interface LivePoolPlan {
  * a chain exists, and projected tokens/s from planRoute over the measured RTTs and the servers'
  * measured per-layer compute, plus an estimate of the local head and tail.
  */
-export function describeLivePool (facts: LiveModelFacts, records: readonly CapacityInfo[], probed: readonly ServerInfo[], options: { headLayers?: number, tailLayers?: number, maxLength?: number } = {}): LivePoolPlan {
+export function describeLivePool (facts: LiveModelFacts, records: readonly CapacityInfo[], probed: readonly ServerInfo[], options: { headLayers?: number, tailLayers?: number, maxLength?: number, local?: { headMs: number, tailMs: number } } = {}): LivePoolPlan {
   const head = options.headLayers ?? 1
   const tail = options.tailLayers ?? 1
   const from = head
@@ -247,10 +251,13 @@ export function describeLivePool (facts: LiveModelFacts, records: readonly Capac
     route = planned.chain.map((hop) => ({ start: hop.start, end: hop.end, peer: hop.peers[0].toString() }))
     const measured = probed.map((s) => s.msPerLayer).filter((v) => Number.isFinite(v) && v > 0).sort((a, b) => a - b)
     const median = measured.length > 0 ? measured[Math.floor(measured.length / 2)] : 0
-    const localMsPerToken = median * (head + tail)
+    const localMeasured = options.local != null
+    const localMsPerToken = options.local != null ? options.local.headMs + options.local.tailMs : median * (head + tail)
     const msPerToken = planned.expectedMsPerToken + localMsPerToken
-    projected = { middleMsPerToken: planned.expectedMsPerToken, localMsPerToken, msPerToken, tokensPerSecond: msPerToken > 0 ? 1000 / msPerToken : Infinity }
-    notes.push('local head and tail compute is estimated from the servers\' median ms per layer; the LM head and sampling are not counted')
+    projected = { middleMsPerToken: planned.expectedMsPerToken, localMsPerToken, localMeasured, msPerToken, tokensPerSecond: msPerToken > 0 ? 1000 / msPerToken : Infinity }
+    notes.push(localMeasured
+      ? 'local head and tail compute (embeddings, LM head included) measured on this node; sampling is not counted'
+      : 'local head and tail compute is estimated from the servers\' median ms per layer (the LM head and sampling not counted); --measure-local measures it')
   } catch (err) {
     if (!(err instanceof PermagentError)) throw err
     notes.push(`no route: ${err.message}`)

@@ -51,10 +51,11 @@ test('three daemons: `serve --layers auto` fills the gaps the pool announces, `m
     assert.equal(typeof s.rttMs, 'number')
   }
   assert.ok(plan.projected.tokensPerSecond > 0)
-  const human = await runCli(['model', 'plan', 'tiny', '--data-dir', dirs[0]])
+  assert.equal(plan.projected.localMeasured, false)
+  const human = await runCli(['model', 'plan', 'tiny', '--measure-local', '--data-dir', dirs[0]])
   assert.equal(human.code, 0, human.stderr)
   assert.match(human.stdout, /fits the pool: yes, route 1-2@…\S+ -> 2-3@…\S+/)
-  assert.match(human.stdout, /projected: [\d.]+ ms\/token/)
+  assert.match(human.stdout, /projected: [\d.]+ ms\/token = [\d.]+ tokens\/s \(middle [\d.]+ ms from measured RTTs and per-layer compute; local [\d.]+ ms measured here\)/)
 
   // the mesh run finds the servers the same way
   const run = await runCliJson(['run', 'tiny', '--mesh', '--prompt-ids', '1,2,3', '--max-tokens', '4', '--temperature', '0', '--json', '--data-dir', dirs[0]])

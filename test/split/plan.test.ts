@@ -96,7 +96,11 @@ test('a live pool: coverage, memory per span, route and projection from measured
   assert.equal(plan.projected?.middleMsPerToken, 27)
   assert.equal(plan.projected?.localMsPerToken, 6)
   assert.equal(plan.projected?.tokensPerSecond, 1000 / 33)
+  assert.equal(plan.projected?.localMeasured, false)
   assert.equal(plan.clientBytes, 100 + 10 + 30)
+  // the local part measured on this node replaces the estimate
+  const measured = describeLivePool(facts, [a, b], [probed(a, 5), probed(b, 7)], { local: { headMs: 1.5, tailMs: 2.5 } })
+  assert.deepEqual([measured.projected?.localMsPerToken, measured.projected?.localMeasured, measured.projected?.msPerToken], [4, true, 31])
   assert.equal(plan.poolFreeMemoryBytes, 2000)
 })
 
