@@ -1,6 +1,6 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { listModels, loadManifest } from '../model/index.ts'
-import { INFER_ERRORS, layerServerCandidates, openRoutedModel, planRoute, probeServers, SplitInferenceError, type MeshTimeouts, type RoutedModelOptions } from '../split/index.ts'
+import { INFER_ERRORS, layerServerCandidates, openRoutedModel, planRoute, probeServers, SplitInferenceError, storedModelCandidates, type MeshTimeouts, type RoutedModelOptions } from '../split/index.ts'
 import type { UsxfQuantization } from '../usxf/index.ts'
 import { errorMessage, silentLogger, type Logger } from '../util/index.ts'
 import { admittedLibp2p, type PeerAdmission } from './admission.ts'
@@ -11,8 +11,13 @@ export interface MeshProviderOptions {
   dataDir: string
   /** Which peers may serve (team-mesh: current members of one team; mesh: whatever the node admits). */
   admission: PeerAdmission
-  /** Candidate layer servers before admission (default: connected peers, `layerServerCandidates`). */
-  candidates?: () => Promise<PeerId[]>
+  /**
+   * Candidate layer servers of a model before admission (default: connected peers and the servers
+   * the DHT names for the model, `storedModelCandidates`; listing models asks connected peers only).
+   */
+  candidates?: (model: string, signal?: AbortSignal) => Promise<PeerId[]>
+  /** Deadline of the default DHT lookup (default 10 s). */
+  discoveryMs?: number
   /** Layers kept here at the start and the end (default 1 each). */
   headLayers?: number
   tailLayers?: number
@@ -42,9 +47,10 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
   const id = admission.privacy
   const base = { provider: id, kind: 'mesh', privacy: admission.privacy, ...(admission.team != null ? { team: admission.team } : {}) } as const
 
+  const discover = options.candidates ?? (async (model: string, signal?: AbortSignal) => await storedModelCandidates(options.libp2p, options.dataDir, model, { signal, timeoutMs: options.discoveryMs ?? 10_000, logger }))
+
   /** Candidates split by admission; the refused ones are only counted (for error messages). */
-  const candidates = async (): Promise<{ admitted: PeerId[], refused: number }> => {
-    const all = await (options.candidates ?? (async () => await layerServerCandidates(options.libp2p)))()
+  const admit = (all: PeerId[]): { admitted: PeerId[], refused: number } => {
     const admitted = all.filter((peer) => admission.allows(peer))
     return { admitted, refused: all.length - admitted.length }
   }
@@ -52,17 +58,16 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
   const refusedNote = (refused: number): string => refused === 0
     ? ''
     : admission.team != null
-      ? `; ${refused} connected peer(s) are not members of team ${admission.team} and were not asked`
-      : `; ${refused} connected peer(s) are refused by this node's connection policy`
+      ? `; ${refused} candidate peer(s) are not members of team ${admission.team} and were not asked`
+      : `; ${refused} candidate peer(s) are refused by this node's connection policy`
 
+  // cheap on purpose: finding servers (DHT, probes) is generate's job, and its failure falls through
   const check = async (name: string): Promise<ProviderRefusal | null> => {
     try {
       await loadManifest(options.dataDir, name)
     } catch {
       return { reason: `no stored model "${name}" on this node (the mesh client runs its first and last layers)`, unknownModel: true }
     }
-    const { admitted, refused } = await candidates()
-    if (admitted.length === 0) return { reason: `no connected peer may serve layers${refusedNote(refused)}`, unknownModel: false }
     return null
   }
 
@@ -72,7 +77,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
     privacy: admission.privacy,
     check,
     async models (signal?: AbortSignal): Promise<ProviderModel[]> {
-      const { admitted } = await candidates()
+      const { admitted } = admit(await layerServerCandidates(options.libp2p))
       if (admitted.length === 0) return []
       const out: ProviderModel[] = []
       for (const summary of await listModels(options.dataDir)) {
@@ -88,9 +93,9 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
       return out
     },
     async generate (request: ProviderRequest, signal?: AbortSignal): Promise<ProviderResult> {
-      const { admitted, refused } = await candidates()
+      const { admitted, refused } = admit(await discover(request.model, signal))
       if (admitted.length === 0) {
-        throw new SplitInferenceError(INFER_ERRORS.noRoute, `no connected peer may serve layers of ${request.model}${refusedNote(refused)}; connect to peers that run \`permagent serve MODEL --layers A-B\``)
+        throw new SplitInferenceError(INFER_ERRORS.noRoute, `no peer, connected or announced on the DHT, may serve layers of ${request.model}${refusedNote(refused)}; connect to peers that run \`permagent serve MODEL --layers A-B\``)
       }
       let opened
       try {

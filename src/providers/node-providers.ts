@@ -14,8 +14,8 @@ export interface NodeProvidersOptions {
   settings?: ProviderSettings
   /** Where the remote API key may come from (PERMAGENT_REMOTE_API_KEY). */
   env?: Record<string, string | undefined>
-  /** Candidate layer servers (default: the node's connected peers). */
-  candidates?: () => Promise<PeerId[]>
+  /** Candidate layer servers of a model (default: connected peers and the DHT's servers of the model). */
+  candidates?: (model: string, signal?: AbortSignal) => Promise<PeerId[]>
 }
 
 /**

@@ -115,7 +115,7 @@ test('a model too large to run here, with no peers and no cloud copy: a typed er
     assert.ok(err instanceof NoProviderError)
     assert.equal(err.code, 'ERR_NO_PROVIDER')
     assert.match(err.reasons.local, /more than the local limit of 1 \(providers.localMaxModelBytes\)/)
-    assert.match(err.reasons.mesh, /no connected peer may serve layers/)
+    assert.match(err.reasons.mesh, /no peer, connected or announced on the DHT, may serve layers of tiny/)
     assert.match(err.reasons.remote, /offers no model "tiny"/)
     return true
   })

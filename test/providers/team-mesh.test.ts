@@ -140,7 +140,7 @@ test('team-mesh with only a non-member serving a span fails with a clear error; 
       assert.ok(err instanceof PermagentError)
       assert.equal(err.code, 'ERR_NO_ROUTE')
       assert.match(err.message, /do not cover layers/)
-      assert.match(err.message, new RegExp(`1 connected peer\\(s\\) are not members of team ${teamId} and were not asked`))
+      assert.match(err.message, new RegExp(`1 candidate peer\\(s\\) are not members of team ${teamId} and were not asked`))
       return true
     })
     assert.equal(opened(NON_MEMBER), 0)
@@ -226,6 +226,6 @@ test('membership is checked now: a member removed from the team is no longer use
   await client.team.removeMember(teamId, swarm.nodes[3].identity.brainId)
   assert.equal(client.team.isMember(teamId, swarm.nodes[3].mesh.peerId), false)
   const served = opened(3)
-  await assert.rejects(meshProvider(teamId).generate({ model: 'tiny', promptIds: prompt, maxTokens: 4, stopTokens: [] }), (err: unknown) => err instanceof PermagentError && err.code === 'ERR_NO_ROUTE' && /2 connected peer\(s\) are not members/.test(err.message))
+  await assert.rejects(meshProvider(teamId).generate({ model: 'tiny', promptIds: prompt, maxTokens: 4, stopTokens: [] }), (err: unknown) => err instanceof PermagentError && err.code === 'ERR_NO_ROUTE' && /2 candidate peer\(s\) are not members/.test(err.message))
   assert.equal(opened(3), served)
 })
