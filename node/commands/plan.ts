@@ -127,7 +127,7 @@ export function register (program: Command, cli: CliContext): void {
         if (flags.machines == null) throw new UsageError('--spec plans against --machines, e.g. --machines 4x16GB')
         if (flags.timeout != null || flags.measureLocal === true) throw new UsageError('--timeout and --measure-local are for a live plan (without --machines)')
         let spec: ModelSpec
-        let format: Pick<PoolPlanOptions, 'dtype' | 'quant'>
+        let format: Pick<PoolPlanOptions, 'dtype' | 'quant' | 'blockSize' | 'lmHeadBits'>
         let title: string
         if (flags.spec != null) {
           if (name != null) throw new UsageError('give a stored model or --spec, not both')
@@ -142,7 +142,7 @@ export function register (program: Command, cli: CliContext): void {
           if (flags.quant != null || flags.dtype != null) throw new UsageError('--quant and --dtype go with --spec; a stored model has its own')
           const manifest = await loadManifest(cli.paths(command).root, name)
           spec = manifest.spec
-          format = { dtype: manifest.dtype, quant: manifest.quant }
+          format = { dtype: manifest.dtype, quant: manifest.quant, blockSize: manifest.quantBlockSize, lmHeadBits: manifest.lmHeadBits ?? undefined }
           title = name
         }
         const plan = planPool(spec, parseMachines(flags.machines), {

@@ -71,6 +71,11 @@ test('three daemons: `serve --layers auto` fills the gaps the pool announces, `m
   // spec planning needs no daemon and no weights
   const spec = await runCliJson(['model', 'plan', '--spec', 'llama-70b', '--quant', 'int4', '--machines', '4x16GB', '--json'])
   assert.equal(spec.fits, true)
+  // a stored model's own shape and format against machines, without the daemon
+  const stored = await runCliJson(['model', 'plan', 'tiny', '--machines', '2MB,1MB,1MB', '--json', '--data-dir', dirs[0]])
+  assert.deepEqual(stored.machines.map((m: { span: unknown }) => m.span), [null, { start: 1, end: 2 }, { start: 2, end: 3 }])
+  assert.equal(stored.layerBytes, 184_832)
+  assert.equal(stored.fits, true)
   const bad = await runCli(['model', 'plan', '--spec', 'llama-70b', '--machines', 'lots'])
   assert.notEqual(bad.code, 0)
   assert.match(bad.stderr, /--machines takes a size like 16GB/)
