@@ -203,12 +203,15 @@ export function register (program: Command, cli: CliContext): void {
     .option('--tail-layers <n>', 'with --mesh: layers kept local at the end (default 1)')
     .option('--activations <q>', 'with --mesh: f16 (default), none (exact f32) or int8-block')
     .option('--team <id>', 'with --mesh: only current members of this team may serve (policy team-mesh)')
-    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string, team?: string }, command: Command) => {
+    .option('--verify <rate>', 'with --mesh: re-check this fraction of steps (0..1) on a second server per span, plus canaries; liars are excluded and reported')
+    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string, team?: string, verify?: string }, command: Command) => {
       if ((prompt === undefined) === (options.promptIds === undefined)) throw new UsageError('give a prompt or --prompt-ids (not both)')
       const request = generationRequest(options)
       if (options.mesh === true) {
         if (options.dumpLogits !== undefined) throw new UsageError('--dump-logits is for local runs')
         if (options.activations !== undefined && !['f16', 'none', 'int8-block'].includes(options.activations)) throw new UsageError('--activations is f16, none or int8-block')
+        const verify = options.verify !== undefined ? Number(options.verify) : undefined
+        if (verify !== undefined && !(options.verify?.trim() !== '' && verify >= 0 && verify <= 1)) throw new UsageError('--verify is a fraction of steps in 0..1')
         const client = await connectToDaemon(cli.paths(command).root)
         const result = await client.call<{ tokens: number[], text: string, promptTokens: number, finishReason: string, route: Array<{ start: number, end: number, peer?: string }> }>('POST', '/api/run/mesh', {
           model: name,
@@ -219,6 +222,7 @@ export function register (program: Command, cli: CliContext): void {
           headLayers: options.headLayers !== undefined ? parseIntegerFlag('--head-layers', options.headLayers, 1, 100_000) : undefined,
           tailLayers: options.tailLayers !== undefined ? parseIntegerFlag('--tail-layers', options.tailLayers, 1, 100_000) : undefined,
           quantization: options.activations,
+          verify,
           ...(options.team !== undefined ? { policy: 'team-mesh', team: options.team } : {})
         }, { timeoutMs: 3_600_000 })
         if (options.json === true) cli.out(JSON.stringify(result))

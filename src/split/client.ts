@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { ContextFullError, encodePrompt, runGeneration, Stage, type GenerateRequest, type GenerateResult, type KvCache, type TextGenerator } from '../inference/index.ts'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
@@ -9,6 +9,7 @@ import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Log
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
 import { resumeHandedOffSession, sessionMovedTo, type Handoff } from './handoff-client.ts'
+import { resolveVerifyOptions, RunVerifier, VerifyConflictError, type Fault, type ResolvedVerifyOptions, type StepCheck, type VerificationReport, type VerifyOptions } from './verify.ts'
 
 /** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
 export interface MeshHop {
@@ -40,8 +41,10 @@ export interface MeshModelOptions {
   maxContext?: number
   threads?: number
   timeouts?: Partial<MeshTimeouts>
-  /** How long a failed server is not used again (default 60 s). */
+  /** How long a failed server is not used again (default 60 s). A server caught answering wrongly is never used again. */
   banMs?: number
+  /** Checking servers: sampled re-runs on a second server, canaries (default off; docs/split-inference.md "Verification"). */
+  verify?: VerifyOptions
   logger?: Logger
 }
 
@@ -58,6 +61,10 @@ export interface MeshGenerateResult extends GenerateResult {
   failovers: Failover[]
   /** Sessions a draining server handed to another, resumed there with nothing replayed (set when there were any). */
   handoffs?: Handoff[]
+  /** With verification on (`verify`): servers caught answering wrongly, each excluded for the model's lifetime. */
+  faults?: Fault[]
+  /** With verification on: what it checked and cost, and how often the generation was run again. */
+  verification?: VerificationReport & { regenerated: number }
 }
 
 interface HopSession {
@@ -69,6 +76,8 @@ interface HopSession {
   /** Every input this span received, in position order (what a replacement is replayed). */
   inputs: Float32Array[]
   positions: number
+  /** The server a canary caught, dropped before the next step (which re-routes like a failure). */
+  dropped: { peer: PeerId, error: Error } | null
 }
 
 function codeOf (err: unknown): string {
@@ -93,6 +102,11 @@ export class MeshModel implements TextGenerator {
   private readonly banMs: number
   private readonly banned = new Map<string, number>()
   private readonly logger: Logger
+  readonly verify: ResolvedVerifyOptions
+  private readonly dataDir: string
+  private readonly stageOptions: { maxContext?: number, threads?: number, spinning: false }
+  /** The client's own stages of middle spans (referees), opened when first needed. */
+  private readonly referees = new Map<string, Promise<Stage | null>>()
 
   private constructor (options: MeshModelOptions, manifest: ModelManifest, tokenizer: TextTokenizer | null, head: Stage, tail: Stage) {
     this.manifest = manifest
@@ -105,6 +119,9 @@ export class MeshModel implements TextGenerator {
     this.timeouts = { dialMs: 10_000, replyMs: 30_000, ...options.timeouts }
     this.banMs = options.banMs ?? 60_000
     this.logger = (options.logger ?? silentLogger()).child({ module: 'split-client' })
+    this.verify = resolveVerifyOptions(options.verify)
+    this.dataDir = options.dataDir
+    this.stageOptions = { maxContext: options.maxContext, threads: options.threads, spinning: false }
   }
 
   static async open (options: MeshModelOptions): Promise<MeshModel> {
@@ -123,6 +140,7 @@ export class MeshModel implements TextGenerator {
     if (at !== layers - tailLayers) throw new InvalidInputError(`the chain ends at layer ${at}; the tail starts at ${layers - tailLayers}`)
     const quantization = options.quantization ?? 'f16'
     if (!['none', 'f16', 'int8-block'].includes(quantization)) throw new InvalidInputError(`unknown quantization ${quantization}`)
+    resolveVerifyOptions(options.verify)
     const tokenizer = await loadTokenizer(options.dataDir, manifest)
     const stageOptions = { maxContext: options.maxContext, threads: options.threads, spinning: false }
     const head = await Stage.open(options.dataDir, manifest, { start: 0, end: headLayers, embed: true, lmHead: false }, stageOptions)
@@ -144,24 +162,47 @@ export class MeshModel implements TextGenerator {
     return encodePrompt(this, request)
   }
 
-  /** Generates like `LocalModel.generate`: the prompt in one step through the chain, then one step per token. */
+  /**
+   * Generates like `LocalModel.generate`: the prompt in one step through the chain, then one step
+   * per token. With verification on, a generation that used outputs of a server found faulty
+   * afterwards is run again without it when nothing was streamed (no onToken or onLogits), so the
+   * result is what honest servers give; a streaming caller gets `verification.suspectFrom`.
+   */
   async generate (request: GenerateRequest): Promise<MeshGenerateResult> {
     if (!Number.isInteger(request.maxTokens) || request.maxTokens < 0) throw new InvalidInputError('maxTokens must be a non-negative integer')
     const promptTokens = this.encodePrompt(request)
     if (promptTokens.length === 0) throw new InvalidInputError('the prompt is empty')
     if (promptTokens.length > this.maxContext) throw new ContextFullError(promptTokens.length, this.maxContext)
-    request.signal?.throwIfAborted()
-    const session = new MeshRun(this, Math.min(this.maxContext, promptTokens.length + request.maxTokens), request.signal)
-    try {
-      return await this.decodeLoop(request, promptTokens, session)
-    } finally {
-      await session.close()
+    const failovers: Failover[] = []
+    const faults: Fault[] = []
+    const streaming = request.onToken !== undefined || request.onLogits !== undefined
+    for (let regenerated = 0; ; regenerated++) {
+      request.signal?.throwIfAborted()
+      const session = new MeshRun(this, Math.min(this.maxContext, promptTokens.length + request.maxTokens), Math.max(1, request.maxTokens), request.signal)
+      try {
+        const result = await this.decodeLoop(request, promptTokens, session)
+        failovers.push(...result.failovers)
+        const report = result.verification
+        if (report === undefined) return result
+        faults.push(...report.faults)
+        // each run again needs a newly caught server (it is excluded from then on), so this ends
+        if (report.suspectFrom === null || streaming || regenerated >= MAX_REGENERATIONS) {
+          const verification = { ...report, faults, regenerated }
+          this.verify.onReport?.(verification)
+          return { ...result, failovers, faults, verification }
+        }
+        this.logger.warn({ suspectFrom: report.suspectFrom, faults: report.faults.length }, 'outputs of a faulty server were used; generating again without it')
+      } finally {
+        await session.close()
+      }
     }
   }
 
   private async decodeLoop (request: GenerateRequest, promptTokens: number[], session: MeshRun): Promise<MeshGenerateResult> {
     const result = { ...await runGeneration(this, request, promptTokens, session), ...(session.handoffs.length > 0 ? { handoffs: session.handoffs } : {}) }
-    return { ...result, failovers: session.failovers }
+    const report = await session.finishVerification()
+    if (report === null) return { ...result, failovers: session.failovers }
+    return { ...result, failovers: session.failovers, faults: report.faults, verification: { ...report, regenerated: 0 } }
   }
 
   /** @internal the servers a hop may use now, primary first, banned ones skipped. */
@@ -172,7 +213,38 @@ export class MeshModel implements TextGenerator {
 
   /** @internal */
   ban (peer: PeerId): void {
-    this.banned.set(peer.toString(), Date.now() + this.banMs)
+    const id = peer.toString()
+    this.banned.set(id, Math.max(this.banned.get(id) ?? 0, Date.now() + this.banMs))
+  }
+
+  /** @internal a server caught answering wrongly: never used again by this model. */
+  markFaulty (peer: PeerId): void {
+    this.banned.set(peer.toString(), Infinity)
+  }
+
+  /** Servers caught answering wrongly, excluded for this model's lifetime. */
+  get faultyPeers (): string[] {
+    return [...this.banned].filter(([, until]) => until === Infinity).map(([id]) => id)
+  }
+
+  /** @internal the client's own stage for a middle span (a referee), or null when the store cannot open it. */
+  async localStage (span: { start: number, end: number }): Promise<Stage | null> {
+    const key = `${span.start}-${span.end}`
+    let stage = this.referees.get(key)
+    if (stage === undefined) {
+      stage = Stage.open(this.dataDir, this.manifest, { start: span.start, end: span.end, embed: false, lmHead: false }, this.stageOptions).catch((err: unknown) => {
+        this.logger.warn({ span, err: errorMessage(err) }, 'no local stage for this span; referees are servers only')
+        return null
+      })
+      this.referees.set(key, stage)
+    }
+    return await stage
+  }
+
+  /** @internal head activations of random token ids (canary inputs: no user data in them). */
+  async randomActivations (rows: number): Promise<Float32Array> {
+    const tokens = Array.from({ length: rows }, () => randomInt(0, this.manifest.spec.vocabSize))
+    return (await this.head.run({ tokens }, this.head.newCache())).hidden as Float32Array
   }
 
   /** @internal */
@@ -183,8 +255,14 @@ export class MeshModel implements TextGenerator {
   async close (): Promise<void> {
     await this.head.close()
     await this.tail.close()
+    const referees = [...this.referees.values()]
+    this.referees.clear()
+    for (const stage of await Promise.all(referees)) await stage?.close()
   }
 }
+
+/** Runs again after a caught server's outputs were used (each needs another server caught). */
+const MAX_REGENERATIONS = 3
 
 /** One generation: the local caches, one server session per hop, the replay history per hop. */
 class MeshRun {
@@ -200,15 +278,49 @@ class MeshRun {
   private readonly controller = new AbortController()
   private readonly signal: AbortSignal
   private readonly maxMessageBytes: number
+  private readonly verifier: RunVerifier | null
+  /** Generation steps run so far (0 = the prompt). */
+  private steps = 0
 
-  constructor (model: MeshModel, maxLength: number, signal?: AbortSignal) {
+  constructor (model: MeshModel, maxLength: number, plannedSteps: number, signal?: AbortSignal) {
     this.model = model
     this.maxLength = maxLength
     this.headCache = model.head.newCache()
     this.tailCache = model.tail.newCache()
-    this.hops = model.chain.map((hop, index) => ({ index, hop, peer: null, channel: null, nextStep: 0, inputs: [], positions: 0 }))
+    this.hops = model.chain.map((hop, index) => ({ index, hop, peer: null, channel: null, nextStep: 0, inputs: [], positions: 0, dropped: null }))
     this.signal = signal !== undefined ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal
     this.maxMessageBytes = maxInferMessageBytes(maxLength, model.manifest.spec.hiddenSize)
+    this.verifier = model.verify.rate > 0 || model.verify.canaries > 0 ? this.newVerifier(plannedSteps) : null
+  }
+
+  private newVerifier (plannedSteps: number): RunVerifier {
+    const { libp2p, timeouts, logger } = this.model.wire
+    return new RunVerifier({
+      wire: { libp2p, manifest: this.model.manifest, quantization: this.model.quantization, maxLength: this.maxLength, maxMessageBytes: this.maxMessageBytes, dialMs: timeouts.dialMs, replyMs: timeouts.replyMs, signal: this.signal },
+      logger,
+      options: this.model.verify,
+      candidates: (hop, exclude) => this.model.candidates(this.hops[hop].hop, exclude),
+      ban: (peer) => { this.model.ban(peer) },
+      markFaulty: (peer) => { this.model.markFaulty(peer) },
+      localStage: async (span) => await this.model.localStage(span),
+      randomActivations: async (rows) => await this.model.randomActivations(rows),
+      dropPrimary: (index, peer, error) => {
+        const hop = this.hops[index]
+        if (hop.peer === null || !hop.peer.equals(peer)) return
+        hop.channel?.abort(error)
+        hop.channel = null
+        hop.nextStep = 0
+        hop.dropped = { peer, error }
+      },
+      plannedSteps
+    }, this.hops.map((hop) => ({ index: hop.index, start: hop.hop.start, end: hop.hop.end, inputs: hop.inputs, primary: () => hop.channel !== null ? hop.peer : null })))
+  }
+
+  /** Checks what the last steps left unchecked; the report of this run (null without verification). */
+  async finishVerification (): Promise<VerificationReport | null> {
+    if (this.verifier === null) return null
+    await this.verifier.finish(this.steps)
+    return this.verifier.report()
   }
 
   get length (): number {
@@ -216,18 +328,23 @@ class MeshRun {
   }
 
   async forward (tokens: readonly number[], allLogits: boolean): Promise<Float32Array> {
+    await this.verifier?.beforeStep(this.steps)
     let hidden = (await this.model.head.run({ tokens }, this.headCache)).hidden as Float32Array
     for (const hop of this.hops) hidden = await this.runHop(hop, hidden)
     const out = await this.model.tail.run({ hidden, allLogits }, this.tailCache)
     this.tokens.push(...tokens)
+    this.steps++
     return out.logits as Float32Array
   }
 
   private async runHop (hop: HopSession, hidden: Float32Array): Promise<Float32Array> {
     const tried = new Set<string>()
-    let lastError: unknown
+    let lastError: unknown = hop.dropped?.error
     // the server that failed first on this step (later ones may fail while replacing it)
-    let failed: PeerId | null = null
+    let failed: PeerId | null = hop.dropped?.peer ?? null
+    hop.dropped = null
+    // a sampled step: the verifier's catch-up runs while the primary computes
+    const check: StepCheck | null = this.verifier?.begin(hop.index, hidden) ?? null
     for (;;) {
       this.signal.throwIfAborted()
       let replayed = 0
@@ -248,6 +365,7 @@ class MeshRun {
         } else {
           output = await this.step(hop, hidden, hop.positions)
         }
+        await this.verifier?.settle(hop.index, hidden, hop.positions, output, hop.peer as PeerId, check, this.steps)
         if (lastError !== undefined && failed !== null) {
           this.failovers.push({ hop: hop.index, from: failed.toString(), to: (hop.peer as PeerId).toString(), code: codeOf(lastError), replayed })
         }
@@ -255,7 +373,7 @@ class MeshRun {
         hop.positions += hidden.length / this.model.manifest.spec.hiddenSize
         return output
       } catch (err) {
-        if (this.signal.aborted) throw err
+        if (this.signal.aborted || err instanceof VerifyConflictError) throw err
         // a draining server handed this span's session to another: bind it there and retry the step,
         // nothing replayed; if that fails, fall through to the replay below
         const movedTo = hop.channel !== null && hop.peer !== null ? sessionMovedTo(err) : null
@@ -351,6 +469,7 @@ class MeshRun {
 
   /** Closes every server session (best effort, bounded) and ends the streams. */
   async close (): Promise<void> {
+    await this.verifier?.close()
     await Promise.allSettled(this.hops.map(async (hop) => {
       const channel = hop.channel
       if (channel === null) return

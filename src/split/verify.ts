@@ -4,6 +4,7 @@ import type { Stage } from '../inference/index.ts'
 import { errorMessage, InvalidInputError, type Logger } from '../util/index.ts'
 import { SplitInferenceError } from './errors.ts'
 import { compareActivations, DEFAULT_RELATIVE_TOLERANCE, type ActivationComparison } from './verify-tolerance.ts'
+export { compareActivations, type ActivationComparison } from './verify-tolerance.ts'
 import { SideSession, wireValues, type SideWire } from './verify-session.ts'
 
 /** Checking layer servers during a generation (docs/split-inference.md, "Verification"). */

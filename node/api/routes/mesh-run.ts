@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { createMeshProvider, createPeerAdmission, PROVIDER_ERRORS, ProviderError } from '../../../src/providers/index.ts'
-import { storedModelCandidates } from '../../../src/split/index.ts'
+import { storedModelCandidates, type VerificationReport } from '../../../src/split/index.ts'
 import { PermagentError } from '../../../src/util/errors.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
@@ -25,7 +25,9 @@ const runBody = z.object({
   quantization: z.enum(['none', 'f16', 'int8-block']).optional(),
   /** Who may serve: mesh (any admitted peer, default) or team-mesh (current members of `team` only). */
   policy: z.enum(['local-only', 'team-mesh', 'mesh', 'cloud-allowed']).optional(),
-  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional()
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional(),
+  /** Verification: per hop, the fraction of steps re-checked on a second server (0..1); canaries too when > 0. */
+  verify: z.number().min(0).max(1).optional()
 }).strict()
 
 /** Generation over the mesh: head and tail here, the middle layers on connected layer servers. */
@@ -41,6 +43,7 @@ export const meshRunRoutes: Route[] = [
       const policy = b.policy ?? (b.team != null ? 'team-mesh' : 'mesh')
       if (policy === 'local-only') throw new ProviderError(PROVIDER_ERRORS.policyRefused, 'a mesh run sends activations to peers; policy local-only does not allow it')
       if (policy === 'team-mesh' && b.team == null) throw new PermagentError('ERR_INVALID_INPUT', 'policy team-mesh needs a team')
+      let verification: (VerificationReport & { regenerated: number }) | undefined
       const provider = createMeshProvider({
         libp2p: node.mesh.libp2p,
         dataDir: node.dataDir,
@@ -50,6 +53,7 @@ export const meshRunRoutes: Route[] = [
         headLayers: b.headLayers,
         tailLayers: b.tailLayers,
         quantization: b.quantization,
+        routing: b.verify != null && b.verify > 0 ? { verify: { rate: b.verify, canaries: true, onReport: (report) => { verification = report } } } : undefined,
         logger: node.logger.child({ module: 'split' })
       })
       const result = await provider.generate({
@@ -70,7 +74,8 @@ export const meshRunRoutes: Route[] = [
         route: result.route.hops,
         provider: result.route.provider,
         privacy: result.route.privacy,
-        ...(result.route.team != null ? { team: result.route.team } : {})
+        ...(result.route.team != null ? { team: result.route.team } : {}),
+        ...(verification != null ? { faults: verification.faults, verification } : {})
       }
     }
   }
