@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { InvalidInputError, errorMessage, silentLogger, type Logger } from '../util/index.ts'
+import { InvalidInputError, PermagentError, errorMessage, silentLogger, type Logger } from '../util/index.ts'
 import { PROVIDER_ERRORS, RemoteProviderError } from './errors.ts'
 import { SseParser } from './sse.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult } from './types.ts'
@@ -97,7 +97,7 @@ export function createRemoteProvider (options: RemoteProviderOptions): Inference
 
   /** Maps a fetch or read failure: the caller's abort as is, our deadline as a timeout, else unreachable. */
   const failure = (err: unknown, signal: AbortSignal | undefined, timeout: AbortSignal): unknown => {
-    if (err instanceof RemoteProviderError) return err
+    if (err instanceof PermagentError) return err
     if (signal?.aborted === true) return signal.reason
     if (timeout.aborted) return new RemoteProviderError(PROVIDER_ERRORS.remoteTimeout, `the remote API at ${origin} did not answer within ${timeoutMs} ms`)
     const cause = (err as { cause?: { code?: string } }).cause?.code
