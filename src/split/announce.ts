@@ -19,7 +19,10 @@ export interface LayerAnnouncerOptions {
   logger?: Logger
   /** Re-provide period (default 5 min). */
   refreshMs?: number
-  /** Retry period while a provide reached no DHT peer (default 5 s, e.g. at start on an empty table). */
+  /**
+   * First retry while a provide reached no DHT peer (default 5 s, e.g. at start on an empty
+   * table), doubling up to refreshMs.
+   */
   retryMs?: number
   /** Deadline of one provide (default 30 s). */
   provideTimeoutMs?: number
@@ -83,6 +86,7 @@ export function createLayerAnnouncer (options: LayerAnnouncerOptions): LayerAnno
   let timer: NodeJS.Timeout | null = null
   let inFlight: Promise<number> | null = null
   let withdraw: (() => void) | null = null
+  let backoffMs = retryMs
 
   const provideOne = async (key: CID, signal: AbortSignal): Promise<number> => {
     let stored = 0
@@ -118,7 +122,13 @@ export function createLayerAnnouncer (options: LayerAnnouncerOptions): LayerAnno
       timer = null
       void refresh().then((stored) => {
         logger.debug({ stored, span: options.server.span }, 'layer server announced')
-        schedule(stored > 0 ? refreshMs : Math.min(retryMs, refreshMs))
+        if (stored > 0) {
+          backoffMs = retryMs
+          schedule(refreshMs)
+        } else {
+          schedule(Math.min(backoffMs, refreshMs))
+          backoffMs = Math.min(backoffMs * 2, refreshMs)
+        }
       })
     }, delayMs)
     timer.unref()
