@@ -16,6 +16,10 @@ function describeDrain (reply: DrainReply): string {
     for (const failed of layer.failed) lines.push(`  not moved: session ${failed.sessionId} of ${failed.client}: ${failed.code} ${failed.message}`)
     if (layer.awaitingClients > 0) lines.push(`  ${layer.awaitingClients} client(s) had not come back yet; they fail over by replay`)
   }
+  const hosted = reply.hostedSessions
+  lines.push(`hosted sessions: ${hosted.migrated.length} migrated to ${reply.to}${hosted.failed.length > 0 ? `, ${hosted.failed.length} not moved (they stay here)` : ''}; no new sessions taken`)
+  for (const moved of hosted.migrated) lines.push(`  ${moved.sessionId}: ${moved.positions} positions, ${moved.streamBytes} bytes in ${moved.timings.totalMs.toFixed(0)} ms, fidelity ${moved.fidelity?.verdict ?? 'unchecked'}`)
+  for (const failed of hosted.failed) lines.push(`  not moved: session ${failed.sessionId}: ${failed.code} ${failed.message}`)
   return lines.join('\n')
 }
 

@@ -3,6 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import { z } from 'zod'
 import type { Permagent } from '../../../src/permagent.ts'
 import type { DrainResult } from '../../../src/split/index.ts'
+import type { DrainResult as HostedDrainResult } from '../../../src/usxf/index.ts'
 import { InvalidInputError } from '../../../src/util/errors.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
@@ -23,7 +24,11 @@ export interface DrainReply {
    * stops serving its span (`stopped`). null when the node serves no span.
    */
   layerSessions: (DrainResult & { stopped: boolean }) | null
-  // hostedSessions: the daemon-hosted generation sessions (/api/sessions/*) go here, drained by their module
+  /**
+   * The daemon-hosted generation sessions (/api/sessions/*), migrated to `to` by USXF (forced, no
+   * replay: caches attached and checked by the fidelity continuation); the node then takes no new sessions.
+   */
+  hostedSessions: HostedDrainResult
 }
 
 function parsePeer (value: string): PeerId {
@@ -56,7 +61,8 @@ export const drainRoutes: Route[] = [
       if (to.equals(node.mesh.peerId)) throw new InvalidInputError('a node cannot drain into itself: give another peer\'s id')
       const reply: DrainReply = {
         to: to.toString(),
-        layerSessions: await drainLayerSessions(node, to, b.clientWaitMs, signal)
+        layerSessions: await drainLayerSessions(node, to, b.clientWaitMs, signal),
+        hostedSessions: await node.sessions.drain(to, { signal })
       }
       return reply
     }
