@@ -200,3 +200,17 @@ test('an idle session expires', async () => {
     await swarmIdle.stop()
   }
 })
+
+test('a node without sessions drains without reaching the peer, and then takes none', async () => {
+  const lone = await createSwarm({ nodes: 1 })
+  try {
+    const node = lone.nodes[0]
+    await importModel(node.dataDir, { source: join(dir.path, 'tiny'), name: 'tiny' })
+    const stranger = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    assert.deepEqual(await node.sessions.drain(stranger.toString()), { migrated: [], failed: [] })
+    assert.equal(node.sessions.accepting, false)
+    await assert.rejects(node.sessions.create({ model: 'tiny', promptIds: prompt(15), maxTokens: 1 }), { code: 'ERR_SESSION_REFUSED' })
+  } finally {
+    await lone.stop()
+  }
+})
