@@ -1,0 +1,75 @@
+/**
+ * Transport floors for the per-hop overhead: the round trip of a message of a given size echoed
+ * over a libp2p stream (length-prefixed, yamux, noise, TCP) and over a bare TCP socket, served
+ * by the same thread as a layer server, so the difference to a decode step's round trip is what
+ * the inference protocol itself adds.
+ */
+import { createConnection, createServer, type Server } from 'node:net'
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
+import { summarize } from './index.ts'
+
+export const ECHO_PROTOCOL = '/permagent-bench/echo/1.0.0'
+const MAX_ECHO_BYTES = 16 * 1024 * 1024
+
+/** Echoes every message on ECHO_PROTOCOL streams until the stream ends. */
+export async function handleEcho (libp2p: Libp2p): Promise<void> {
+  await libp2p.handle(ECHO_PROTOCOL, async (stream, connection) => {
+    const channel = new MessageChannel(ECHO_PROTOCOL, stream, connection.remotePeer, MAX_ECHO_BYTES)
+    try {
+      for (;;) await channel.send((await channel.receive({ timeoutMs: 60_000 })).subarray())
+    } catch {
+      channel.abort(new Error('echo ended'))
+    }
+  })
+}
+
+/** A TCP echo server on 127.0.0.1 (returns its port). */
+export async function startTcpEcho (): Promise<{ port: number, server: Server }> {
+  const server = createServer({ noDelay: true }, (socket) => { socket.on('data', (chunk) => socket.write(chunk)); socket.on('error', () => { socket.destroy() }) })
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', () => { resolve() }) })
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('the echo server has no port')
+  return { port: address.port, server }
+}
+
+/** p50 round trip, ms, of `rounds` messages of `bytes` echoed over a libp2p stream to `peer`. */
+export async function libp2pEchoMs (libp2p: Libp2p, peer: PeerId, bytes: number, rounds = 200): Promise<number> {
+  const channel = await openChannel(libp2p, peer, ECHO_PROTOCOL, { maxMessageBytes: MAX_ECHO_BYTES })
+  const message = new Uint8Array(bytes).fill(7)
+  const samples: number[] = []
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const started = performance.now()
+      await channel.send(message)
+      await channel.receive({ timeoutMs: 10_000 })
+      samples.push(performance.now() - started)
+    }
+  } finally {
+    await channel.close(AbortSignal.timeout(5000))
+  }
+  return summarize(samples.slice(Math.floor(rounds / 10))).p50
+}
+
+/** p50 round trip, ms, of `rounds` messages of `bytes` over a bare loopback TCP socket. */
+export async function tcpEchoMs (port: number, bytes: number, rounds = 200): Promise<number> {
+  const socket = createConnection({ host: '127.0.0.1', port, noDelay: true })
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+  const message = Buffer.alloc(bytes, 7)
+  const samples: number[] = []
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const started = performance.now()
+      await new Promise<void>((resolve) => {
+        let got = 0
+        const onData = (chunk: Buffer): void => { got += chunk.byteLength; if (got >= bytes) { socket.off('data', onData); resolve() } }
+        socket.on('data', onData)
+        socket.write(message)
+      })
+      samples.push(performance.now() - started)
+    }
+  } finally {
+    socket.destroy()
+  }
+  return summarize(samples.slice(Math.floor(rounds / 10))).p50
+}
