@@ -86,6 +86,8 @@ export interface HopVerification {
   /** Checks made on a second server, and the rows they covered. */
   checks: number
   rowsChecked: number
+  /** Largest difference over its allowance among outputs that passed (the tolerance's headroom: < 1). */
+  maxPassingRatio: number
   /** Checks due that found no second server for the span (verification unavailable). */
   unavailable: number
   canaries: number
@@ -225,7 +227,7 @@ export class RunVerifier {
       truth: null,
       faulted: new Set(),
       warned: false,
-      report: { hop: hop.index, start: hop.start, end: hop.end, checks: 0, rowsChecked: 0, unavailable: 0, canaries: 0, canariesUnavailable: 0 }
+      report: { hop: hop.index, start: hop.start, end: hop.end, checks: 0, rowsChecked: 0, maxPassingRatio: 0, unavailable: 0, canaries: 0, canariesUnavailable: 0 }
     }))
     const { canaries } = ctx.options
     if (canaries > 0) this.canaryAt.add(0)
@@ -383,7 +385,12 @@ export class RunVerifier {
     const end = got.from + got.values.length / width
     const rowsAt = (values: Float32Array, from: number, position: number, length: number): Float32Array => values.subarray((position - from) * width, (position - from) * width + length)
     const checkedRows = end - state.checkedTo
-    const disagree = state.pending.some((p) => !this.compare(p.output, rowsAt(got.values, got.from, p.positionStart, p.output.length)).ok)
+    let disagree = false
+    for (const p of state.pending) {
+      const cmp = this.compare(p.output, rowsAt(got.values, got.from, p.positionStart, p.output.length))
+      if (cmp.ok) state.report.maxPassingRatio = Math.max(state.report.maxPassingRatio, cmp.ratio)
+      else disagree = true
+    }
     state.report.checks++
     state.report.rowsChecked += checkedRows
     if (!disagree) {
