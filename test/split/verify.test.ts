@@ -258,6 +258,35 @@ test('cost: at any rate every row of a hop with a second server is checked once 
   }
 })
 
+test('a lying verifier is caught as such; the honest primary keeps the span and a new verifier catches up from the start', async () => {
+  lieWhen = () => true
+  const request = { promptIds: promptIds(7, 40), maxTokens: 10, stopTokens: [] }
+  const expected = await local.generate(request)
+  const mesh = await open([HONEST, LIAR, BACKEND], { verify: { rate: 1 } })
+  try {
+    const result = await mesh.generate(request)
+    assert.deepEqual(result.tokens, expected.tokens)
+    assert.deepEqual(result.faults?.map((f) => [f.peer, f.kind, f.referee]), [[world.peer(LIAR).toString(), 'verifier', 'local']])
+    assert.deepEqual(result.failovers, [], 'the primary was right and stays')
+    const middle = result.verification?.hops[1]
+    assert.equal(middle?.checks, 10)
+    assert.equal(middle?.rowsChecked, 7 + 9)
+  } finally {
+    await mesh.close()
+  }
+})
+
+test('two servers that disagree with no referee (no local stage allowed, no third server) fail the generation with ERR_VERIFY_CONFLICT', async () => {
+  lieWhen = () => true
+  const mesh = await open([LIAR, HONEST], { verify: { rate: 1, localReferee: false } })
+  try {
+    await assert.rejects(mesh.generate({ promptIds: promptIds(6, 41), maxTokens: 4, stopTokens: [] }), { code: 'ERR_VERIFY_CONFLICT' })
+    assert.deepEqual(mesh.faultyPeers, [], 'nobody is excluded on a guess')
+  } finally {
+    await mesh.close()
+  }
+})
+
 /** Every byte the client writes on any stream it opens, per stream (as in privacy.test.ts). */
 function tappedLibp2p (libp2p: Libp2p, streams: Array<{ protocol: string, chunks: Uint8Array[] }>): Libp2p {
   const dialProtocol = async (...args: Parameters<Libp2p['dialProtocol']>): Promise<Stream> => {
