@@ -212,7 +212,9 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     if (draining) throw fail(HANDOFF_ERRORS.draining, 'this server is draining: it takes no new sessions')
     const key = `${peer.toString()}/${request.sessionId}`
     if (request.resume === true) return resume(request, peer, key)
-    if (sessions.has(key) || adopted.holder(key) !== null) throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
+    if (sessions.has(key) || adopted.holder(key)?.state === 'reserved') throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
+    // the client replays this session into a fresh one (its resume failed): the adopted copy goes
+    adopted.drop(key)
     if (held() >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${held()} sessions, its limit`)
     const session = newSession(request.sessionId, key, peer, s.newCache(), request.maxLength, 0)
     sessions.set(key, session)
