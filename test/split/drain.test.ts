@@ -194,6 +194,54 @@ test('a target serving another span or model refuses: the source keeps serving e
   }
 })
 
+test('a target that fails after the whole state arrived: the source keeps serving the session as before, nothing replayed', async () => {
+  // node 6 takes the offer and every record, then refuses instead of adopting
+  const fakeTarget = world.swarm.nodes[6].mesh.libp2p
+  let records = 0
+  await fakeTarget.handle(HANDOFF_PROTOCOL, async (stream, connection) => {
+    const wire = new HandoffWire(new MessageChannel(HANDOFF_PROTOCOL, stream, connection.remotePeer, 2 << 20))
+    const read = { signal: AbortSignal.timeout(30_000), timeoutMs: 10_000 }
+    try {
+      await wire.expect('offer', read)
+      await wire.sendControl({ accept: { windowBytes: 4 << 20 } }, AbortSignal.timeout(10_000))
+      for (;;) {
+        const message = await wire.receive(read)
+        if (message.kind !== 'record') break
+        records++
+        // the trailer (record type 3) is the last record of a state
+        if (message.record[0] === 3) break
+      }
+      await wire.sendControl({ error: { code: 'ERR_USXF_SIGNATURE', message: 'refused after the state arrived' } }, AbortSignal.timeout(10_000))
+      await wire.close(AbortSignal.timeout(10_000))
+    } catch {
+      wire.abort(new Error('done'))
+    }
+  })
+  const primary = await serve(4, SPANS[1])
+  const mesh = await openMesh([4])
+  try {
+    const requests = requestsFor([7])
+    const [expected] = await expectedRuns(requests)
+    const running = generateAll(mesh, requests)
+    await waitUntil(() => primary.stats().sessions === 1 && running.produced[0] >= 4, {
+      events: [{ target: running.progress, type: 'token' }], timeoutMs: 60_000, what: 'the session a few steps in'
+    })
+    const drained = await primary.drain(world.peer(6), { identity: identity(4) })
+    assert.deepEqual(drained.moved, [])
+    assert.deepEqual(drained.failed.map((f) => f.code), ['ERR_USXF_SIGNATURE'])
+    assert.ok(records >= 3, `the whole state was sent (${records} records)`)
+    const [result] = await running.results
+    assertSameRun(result, expected, 'the generation')
+    assert.deepEqual(result.failovers, [])
+    assert.equal(result.handoffs, undefined)
+    assert.equal(primary.stats().handoffs.out, 0)
+  } finally {
+    await mesh.close()
+    await fakeTarget.unhandle(HANDOFF_PROTOCOL)
+    await stopAll(primary)
+  }
+})
+
 /** A span cache of `positions` positions with arbitrary contents, as a layer server of layers 2-3 holds. */
 function spanCache (positions: number): KvCache {
   const spec = manifest.spec
