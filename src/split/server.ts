@@ -301,7 +301,8 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       layerEnd: span.end,
       maxLength: limits.maxLength,
       maxStepRows: limits.maxStepRows,
-      freeSessions: Math.max(0, limits.maxSessions - sessions.size),
+      // a draining server has no room: routing skips it
+      freeSessions: draining ? 0 : Math.max(0, limits.maxSessions - held()),
       msPerLayer
     }
   }
@@ -416,9 +417,13 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     }, stopped.signal)
   }
 
-  /** Waits for the session's step in flight, holds its next steps, sends it; releases it here only once adopted. */
-  const handOff = async (session: ServerSession, to: PeerId, identity: UsxfSigner, signal: AbortSignal): Promise<DrainedSession> => {
+  /**
+   * Waits for the session's step in flight, holds its next steps, sends it; releases it here only
+   * once adopted. Null when the client closed the session before its turn came.
+   */
+  const handOff = async (session: ServerSession, to: PeerId, identity: UsxfSigner, signal: AbortSignal): Promise<DrainedSession | null> => {
     while (session.inFlight !== null) await session.inFlight
+    if (sessions.get(session.key) !== session) return null
     let finished = (): void => {}
     session.handoff = new Promise((resolve) => { finished = resolve })
     try {
@@ -497,7 +502,9 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       const failed = { client: session.client.toString(), sessionId: session.id }
       if (targetRefusal !== null) { result.failed.push({ ...failed, ...targetRefusal }); continue }
       try {
-        result.moved.push(await handOff(session, to, identity, signal))
+        const moved = await handOff(session, to, identity, signal)
+        if (moved === null) continue
+        result.moved.push(moved)
         movedSessions.push(session)
       } catch (err) {
         const code = err instanceof PermagentError ? err.code : INFER_ERRORS.internal
