@@ -5,7 +5,7 @@ import type { ModelManifest } from '../model/index.ts'
 import { extractKv, kvStateInput, UsxfEncoder, type UsxfSigner } from '../usxf/index.ts'
 import { SplitInferenceError } from './errors.ts'
 import { HANDOFF_ERRORS } from './handoff-errors.ts'
-import { HANDOFF_CHUNK_BYTES, HandoffWire } from './handoff-wire.ts'
+import { HANDOFF_CHUNK_BYTES, HANDOFF_WINDOW_BYTES, HandoffWire } from './handoff-wire.ts'
 import { hexToBytes } from './protocol.ts'
 
 /** What the source of a hand-off needs: its node, its signer (the node's identity) and its deadlines. */
@@ -68,7 +68,8 @@ export async function sendSessionState (ctx: HandoffSender, to: PeerId, session:
       }
     }, sendBy())
     const accept = await wire.expect('accept', read)
-    const window = Math.max(1, accept.windowBytes)
+    // never more than this build's window, whatever the target says: the stream's read buffer is bounded
+    const window = Math.min(Math.max(1, accept.windowBytes), HANDOFF_WINDOW_BYTES)
     // a zero-copy snapshot: steps are held, and the runtime replaces cache arrays rather than writing into them
     const input = kvStateInput(ctx.manifest, extractKv([session.cache], { layerStart: ctx.span.start, layerEnd: ctx.span.end }))
     const encoder = new UsxfEncoder(input, { signer: ctx.signer, quantization: 'none', chunkBytes: HANDOFF_CHUNK_BYTES, headroom: 1 })

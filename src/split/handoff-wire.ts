@@ -15,8 +15,11 @@ export const HANDOFF_RECORD = 1
 export const HANDOFF_CHUNK_BYTES = MAX_CHUNK_BYTES
 /** Largest message: one chunk record plus its framing, or the header record (no token ids). */
 export const HANDOFF_MAX_MESSAGE_BYTES = HANDOFF_CHUNK_BYTES + 64 * 1024
-/** Chunk payload bytes the source may send ahead of the target's credit. */
-export const HANDOFF_WINDOW_BYTES = 4 * HANDOFF_CHUNK_BYTES
+/**
+ * Record bytes the source may send ahead of the target's credit. With one more record in flight
+ * this stays under libp2p's 4 MiB stream read buffer, which aborts the stream when exceeded.
+ */
+export const HANDOFF_WINDOW_BYTES = 2 * HANDOFF_CHUNK_BYTES
 
 export type HandoffIncoming = { kind: 'control', control: HandoffControl } | { kind: 'record', record: Uint8Array }
 
