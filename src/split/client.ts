@@ -241,9 +241,13 @@ export class MeshModel implements TextGenerator {
     return await stage
   }
 
-  /** @internal head activations of random token ids (canary inputs: no user data in them). */
+  /**
+   * @internal head activations of random token ids (canary inputs: no user data in them), after
+   * the model's BOS like a real prompt, so the first row does not mark the session as a canary.
+   */
   async randomActivations (rows: number): Promise<Float32Array> {
-    const tokens = Array.from({ length: rows }, () => randomInt(0, this.manifest.spec.vocabSize))
+    const bos = this.manifest.spec.bosTokenId
+    const tokens = Array.from({ length: rows }, (_, i) => i === 0 && bos !== null ? bos : randomInt(0, this.manifest.spec.vocabSize))
     return (await this.head.run({ tokens }, this.head.newCache())).hidden as Float32Array
   }
 
