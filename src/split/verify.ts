@@ -460,65 +460,77 @@ export class RunVerifier {
   }
 
   /**
-   * Random activations (the head's output for random token ids) through every hop on fresh
-   * sessions: a random-length first step, then one or two one-row steps, each compared with the
-   * client's own stage (or a second server). The reference outputs of one hop are the next hop's
-   * canary input, so each server sees activations of the depth it expects.
+   * Random activations (the head's output for BOS and random token ids) through every hop on
+   * fresh sessions: a random-length first step, then one or two one-row steps, each compared with
+   * the client's own stage (or a second server). The reference outputs of one hop are the next
+   * hop's canary input, so each server sees activations of the depth it expects.
    */
   private async canaryProbe (step: number): Promise<void> {
+    const steps = [randomInt(1, CANARY_PROMPT_ROWS + 1), ...Array.from({ length: randomInt(1, CANARY_DECODE_STEPS + 1) }, () => 1)]
+    let input: Float32Array | null = await this.ctx.randomActivations(steps.reduce((a, b) => a + b, 0))
+    for (const state of this.states) {
+      if (input === null) return
+      input = await this.probeHop(state, input, steps, step)
+    }
+  }
+
+  /** One hop's canary; returns the next hop's canary input, or null when there is none to trust. */
+  private async probeHop (state: HopState, input: Float32Array, steps: number[], step: number): Promise<Float32Array | null> {
     const { wire, options } = this.ctx
     const width = this.width
-    const steps = [randomInt(1, CANARY_PROMPT_ROWS + 1), ...Array.from({ length: randomInt(1, CANARY_DECODE_STEPS + 1) }, () => 1)]
-    let input = await this.ctx.randomActivations(steps.reduce((a, b) => a + b, 0))
-    for (const state of this.states) {
-      const primary = state.hop.primary() ?? this.ctx.candidates(state.hop.index, new Set())[0]
-      if (primary === undefined) return
-      const span = { start: state.hop.start, end: state.hop.end }
-      const local = options.localReferee ? await this.ctx.localStage(span) : null
-      const localCache = local?.newCache()
-      const sessions: SideSession[] = []
-      const outputs: Float32Array[] = []
-      try {
-        let reference: SideSession | null = null
-        if (local === null) {
-          const second = this.ctx.candidates(state.hop.index, new Set([primary.toString()]))[0]
-          if (second !== undefined) { reference = await SideSession.open(wire, second, span); sessions.push(reference) }
-        }
-        const answerable = local !== null || reference !== null
-        const probe = await SideSession.open(wire, primary, span)
-        sessions.push(probe)
-        let at = 0
-        for (const rows of steps) {
-          const rowsIn = input.subarray(at * width, (at + rows) * width)
-          const ref = reference
-          const [got, want] = await Promise.all([
-            probe.step(rowsIn),
-            local !== null ? local.run({ hidden: wireValues(rowsIn, width, wire.quantization) }, localCache as ReturnType<Stage['newCache']>).then((o) => o.hidden as Float32Array) : ref?.step(rowsIn) ?? Promise.resolve(null)
-          ])
-          this.extraRows += rows * (ref !== null ? 2 : 1)
-          const cmp = want !== null ? this.compare(got, want) : null
-          let right = want ?? got
-          if (cmp !== null && !cmp.ok) {
-            const wrong = await this.settleCanary(state, primary, ref, input.subarray(0, (at + rows) * width), at, rows, got, cmp, local !== null, step)
-            if (wrong === 'probed') { this.dropCaught(state, primary); return }
-            // the second server was the wrong one: the probed server's rows stand, the rest goes unchecked
-            right = got
-            reference = null
-          }
-          outputs.push(right)
-          at += rows
-        }
-        if (!answerable) state.report.canariesUnavailable++
-        else state.report.canaries++
-      } catch (err) {
-        if (wire.signal.aborted || err instanceof VerifyConflictError) throw err
-        state.report.canariesUnavailable++
-        this.ctx.logger.warn({ hop: state.hop.index, step, err: errorMessage(err) }, 'canary probe failed')
-        return
-      } finally {
-        for (const session of sessions) this.retire(null, session)
+    const primary = state.hop.primary() ?? this.ctx.candidates(state.hop.index, new Set())[0]
+    const span = { start: state.hop.start, end: state.hop.end }
+    const local = options.localReferee ? await this.ctx.localStage(span) : null
+    // the span's right output for the whole canary, when the probe cannot give it
+    const localOutput = async (): Promise<Float32Array | null> => local === null ? null : (await local.run({ hidden: wireValues(input, width, wire.quantization) }, local.newCache())).hidden as Float32Array
+    if (primary === undefined) return await localOutput()
+    const localCache = local?.newCache()
+    const sessions: SideSession[] = []
+    const outputs: Float32Array[] = []
+    try {
+      let reference: SideSession | null = null
+      if (local === null) {
+        const second = this.ctx.candidates(state.hop.index, new Set([primary.toString()]))[0]
+        if (second !== undefined) { reference = await SideSession.open(wire, second, span); sessions.push(reference) }
       }
-      input = concat(outputs)
+      const answerable = local !== null || reference !== null
+      const probe = await SideSession.open(wire, primary, span)
+      sessions.push(probe)
+      let at = 0
+      for (const rows of steps) {
+        const rowsIn = input.subarray(at * width, (at + rows) * width)
+        const ref = reference
+        const [got, want] = await Promise.all([
+          probe.step(rowsIn),
+          local !== null ? local.run({ hidden: wireValues(rowsIn, width, wire.quantization) }, localCache as ReturnType<Stage['newCache']>).then((o) => o.hidden as Float32Array) : ref?.step(rowsIn) ?? Promise.resolve(null)
+        ])
+        this.extraRows += rows * (ref !== null ? 2 : 1)
+        const cmp = want !== null ? this.compare(got, want) : null
+        let right = want ?? got
+        if (cmp !== null && !cmp.ok) {
+          const wrong = await this.settleCanary(state, primary, ref, input.subarray(0, (at + rows) * width), at, rows, got, cmp, local !== null, step)
+          if (wrong === 'probed') {
+            state.report.canaries++
+            this.dropCaught(state, primary)
+            return await localOutput()
+          }
+          // the second server was the wrong one: the probed server's rows stand, the rest goes unchecked
+          right = got
+          reference = null
+        }
+        outputs.push(right)
+        at += rows
+      }
+      if (!answerable) state.report.canariesUnavailable++
+      else state.report.canaries++
+      return concat(outputs)
+    } catch (err) {
+      if (wire.signal.aborted || err instanceof VerifyConflictError) throw err
+      state.report.canariesUnavailable++
+      this.ctx.logger.warn({ hop: state.hop.index, step, err: errorMessage(err) }, 'canary probe failed')
+      return await localOutput()
+    } finally {
+      for (const session of sessions) this.retire(null, session)
     }
   }
 
