@@ -242,10 +242,6 @@ export class RunVerifier {
     return compareActivations(a, b, this.width, this.ctx.wire.quantization, this.ctx.options.tolerance)
   }
 
-  private positionsOf (state: HopState): number {
-    return state.hop.inputs.reduce((n, x) => n + x.length, 0) / this.width
-  }
-
   /** The hop's inputs from position `from` on, then `current`. */
   private inputsFrom (state: HopState, from: number, current: Float32Array): Float32Array {
     const parts: Float32Array[] = []
