@@ -213,7 +213,7 @@ export function register (program: Command, cli: CliContext): void {
         const verify = options.verify !== undefined ? Number(options.verify) : undefined
         if (verify !== undefined && !(options.verify?.trim() !== '' && verify >= 0 && verify <= 1)) throw new UsageError('--verify is a fraction of steps in 0..1')
         const client = await connectToDaemon(cli.paths(command).root)
-        const result = await client.call<{ tokens: number[], text: string, promptTokens: number, finishReason: string, route: Array<{ start: number, end: number, peer?: string }> }>('POST', '/api/run/mesh', {
+        const result = await client.call<{ tokens: number[], text: string, promptTokens: number, finishReason: string, route: Array<{ start: number, end: number, peer?: string }>, faults?: Array<{ start: number, end: number, peer: string }> }>('POST', '/api/run/mesh', {
           model: name,
           ...(options.promptIds !== undefined ? { promptIds: parseIdList('--prompt-ids', options.promptIds) } : { prompt }),
           maxTokens: request.maxTokens,
@@ -227,6 +227,7 @@ export function register (program: Command, cli: CliContext): void {
         }, { timeoutMs: 3_600_000 })
         if (options.json === true) cli.out(JSON.stringify(result))
         else cli.out(`${result.text.length > 0 ? result.text : result.tokens.join(',')}\n(route: ${result.route.map((h) => `${h.start}-${h.end}@${(h.peer ?? '').slice(-8)}`).join(' -> ')})`)
+        if (options.json !== true && (result.faults?.length ?? 0) > 0) cli.out(`(verification excluded servers that answered wrongly: ${(result.faults ?? []).map((f) => `${f.start}-${f.end}@${f.peer.slice(-8)}`).join(', ')})`)
         return
       }
       const local = await openModel(cli.paths(command).root, name, options)
