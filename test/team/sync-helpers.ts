@@ -34,8 +34,8 @@ export class TestStore {
   readonly shards = new Map<string, Uint8Array>()
   readonly deliveries = new Map<string, number>()
   acceptCalls = 0
-  /** Called after each committed batch (tests use it to stop a node mid-sync). */
-  afterBatch: ((calls: number) => void) | undefined
+  /** Called after each committed batch, and awaited (tests use it to stop a node mid-sync). */
+  afterBatch: ((calls: number) => void | Promise<void>) | undefined
 
   /** A local write (or, for invalid shards, a store that skipped validation). */
   insert (bytes: Uint8Array): void {
@@ -63,7 +63,7 @@ export class TestStore {
       this.insert(Uint8Array.from(bytes))
       accepted++
     }
-    this.afterBatch?.(this.acceptCalls)
+    await this.afterBatch?.(this.acceptCalls)
     return { accepted, rejected }
   }
 

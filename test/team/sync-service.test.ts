@@ -218,7 +218,11 @@ test('a node stopped mid-sync and restarted converges, losing and duplicating no
     const serviceA = await serve(nodeA, a, members, small)
     const serviceB = await serve(nodeB, b, members, small)
     let stopping: Promise<void> | undefined
-    b.afterBatch = (calls) => { if (calls === 5) stopping = nodeB.stop() }
+    // the fifth batch is not acknowledged until the node is down, so the session cannot finish first
+    b.afterBatch = async (calls) => {
+      if (calls === 5) stopping = nodeB.stop()
+      if (calls >= 5) await stopping
+    }
     try {
       await nodeB.mesh.connect(nodeA.mesh.addresses()[0])
       await assert.rejects(serviceB.syncWith(nodeA.mesh.peerId, TEAM))
