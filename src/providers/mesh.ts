@@ -142,7 +142,8 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
           route: {
             ...base,
             hops: route.chain.map((hop) => ({ start: hop.start, end: hop.end, peer: hop.peers[0].toString() })),
-            failovers: result.failovers
+            failovers: result.failovers,
+            handoffs: result.handoffs ?? []
           }
         }
       } finally {

@@ -56,6 +56,8 @@ export interface RouteReport {
   hops?: RouteHop[]
   /** mesh: servers replaced during the run. */
   failovers?: Array<{ hop: number, from: string, to: string, code: string, replayed: number }>
+  /** mesh: sessions a draining server handed to another mid-run (nothing replayed). */
+  handoffs?: Array<{ hop: number, from: string, to: string, positions: number }>
   /** remote: the origin the prompt went to (no path, no credentials). */
   origin?: string
 }

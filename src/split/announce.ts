@@ -54,7 +54,8 @@ export function layerServerFigures (server: LayerServer, freeMemory: () => numbe
     msPerLayer,
     tokensPerSecond: msPerLayer > 0 ? 1000 / (msPerLayer * layers) : 0,
     maxSessions: server.limits.maxSessions,
-    freeSessions: Math.max(0, server.limits.maxSessions - stats.sessions),
+    // a draining server takes no sessions: routing skips it
+    freeSessions: stats.state === 'serving' ? Math.max(0, server.limits.maxSessions - stats.sessions) : 0,
     maxLength: server.limits.maxLength,
     freeMemoryBytes: freeMemory(),
     spanWeightBytes: spanWeightBytes(manifest, { start: server.span.start, end: server.span.end, embed: false, lmHead: false }),

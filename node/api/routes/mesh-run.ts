@@ -71,6 +71,7 @@ export const meshRunRoutes: Route[] = [
         prefillMs: result.prefillMs,
         decodeMs: result.decodeMs,
         failovers: result.route.failovers,
+        handoffs: result.route.handoffs,
         route: result.route.hops,
         provider: result.route.provider,
         privacy: result.route.privacy,
