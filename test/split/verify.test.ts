@@ -104,7 +104,7 @@ test('without verification the liar changes the output (the control for the test
   }
 })
 
-test('verification at rate 1 catches the liar on its first step, excludes and reports it; the tokens equal the honest local run', async () => {
+test('verification at rate 1 catches the liar on its first step, excludes and reports it; the tokens equal the honest local run', async (t) => {
   lieWhen = () => true
   lies = 0
   const request = { promptIds: promptIds(12, 21), maxTokens: 16, stopTokens: [] }
@@ -121,6 +121,7 @@ test('verification at rate 1 catches the liar on its first step, excludes and re
     assert.equal(fault.step, 0, 'caught on the prompt step')
     assert.equal(fault.referee, 'local')
     assert.ok(fault.ratio > 1 && fault.maxAbsDiff > 0)
+    t.diagnostic(`the liar's difference over its allowance: ${fault.ratio.toFixed(0)} (max abs difference ${fault.maxAbsDiff.toFixed(3)})`)
     // its span went to the next server by the failover path, nothing it said was used
     assert.deepEqual(result.failovers.map((f) => [f.hop, f.from, f.to, f.code]), [[1, world.peer(LIAR).toString(), world.peer(HONEST).toString(), 'ERR_SERVER_FAULTY']])
     const report = result.verification
