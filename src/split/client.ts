@@ -428,8 +428,8 @@ class MeshRun {
       throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
     }
     if (responseKind(response) === 'error') {
-      const error = response.error as { code: string, message: string }
-      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true })
+      const error = response.error as { code: string, message: string, movedTo?: string }
+      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true, movedTo: error.movedTo })
     }
     return response
   }

@@ -6,10 +6,13 @@ import { PermagentError } from '../util/index.ts'
  */
 export class SplitInferenceError extends PermagentError {
   readonly remote: boolean
+  /** ERR_SESSION_MOVED replies: the peer id the server handed the session to (InferError.moved_to). */
+  readonly movedTo: string | null
 
-  constructor (code: string, message: string, options: { remote?: boolean, cause?: unknown } = {}) {
+  constructor (code: string, message: string, options: { remote?: boolean, cause?: unknown, movedTo?: string } = {}) {
     super(code, message, { cause: options.cause })
     this.remote = options.remote ?? false
+    this.movedTo = options.movedTo != null && options.movedTo !== '' ? options.movedTo : null
   }
 }
 

@@ -17,20 +17,11 @@ export interface Handoff {
   positions: number
 }
 
-/** A base58btc peer id (Ed25519 ids are 52 characters, RSA ones longer). */
-const MOVED_TO = /moved to ([1-9A-HJ-NP-Za-km-z]{32,128})$/
-
-/**
- * The server a session moved to, from a server's ERR_SESSION_MOVED reply (its peer id is the
- * InferError's moved_to and also ends the message, which is what a SplitInferenceError keeps), or
- * null for any other error.
- */
+/** The server a session moved to, from a server's ERR_SESSION_MOVED reply (InferError.moved_to), or null for any other error. */
 export function sessionMovedTo (err: unknown): PeerId | null {
-  if (!(err instanceof SplitInferenceError) || !err.remote || err.code !== HANDOFF_ERRORS.sessionMoved) return null
-  const match = MOVED_TO.exec(err.message)
-  if (match === null) return null
+  if (!(err instanceof SplitInferenceError) || !err.remote || err.code !== HANDOFF_ERRORS.sessionMoved || err.movedTo === null || err.movedTo.length > 128) return null
   try {
-    return peerIdFromString(match[1])
+    return peerIdFromString(err.movedTo)
   } catch {
     return null
   }
