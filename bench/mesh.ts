@@ -24,7 +24,7 @@ import { createLayerServer, MeshModel, type LayerServer, type MeshGenerateResult
 import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../src/usxf/index.ts'
 import { benchFlags, intList, progress, report, summarize, type Cell } from './lib/index.ts'
 import { startDelayProxy, type DelayProxy } from './lib/delay-proxy.ts'
-import { handleEcho, libp2pEchoMs, startTcpEcho, tcpEchoMs } from './lib/echo.ts'
+import { busyEchoOverheadMs, handleBusyEcho, handleEcho, libp2pEchoMs, startTcpEcho, tcpEchoMs } from './lib/echo.ts'
 import { startLayerServerThread } from './lib/layer-server-thread.ts'
 import { watchHops, type HopExchange } from './lib/hop-probe.ts'
 import { watchSockets, type SocketSnapshot } from './lib/socket-bytes.ts'
@@ -188,6 +188,8 @@ interface ChainRun {
   /** Round trip p50 of a step-sized message echoed over libp2p / bare TCP to server 1's thread. */
   echoLibp2pMs: number
   echoTcpMs: number
+  /** The libp2p echo's round trip less a server-side block as long as hop 1's compute (the overhead of an echo that computes). */
+  echoAfterComputeMs: number
 }
 
 interface ShapeResult {
@@ -197,12 +199,13 @@ interface ShapeResult {
   spans: Array<{ start: number, end: number }>
   promptTokens: number
   decodeTokens: number
-  local: { tokPerS: number, msPerToken: number }
+  /** The faster of a run before the mesh chains and one after them. */
+  local: { tokPerS: number, msPerToken: number, runsTokPerS: number[] }
   chains: ChainRun[]
   backgroundBytesPerSecond: number
   concurrent: { sessions: number, aggregateTokPerS: number, wallTokPerS: number, slowestStage: string, slowestStageMs: number, boundTokPerS: number, ratio: number, cpuBoundTokPerS: number, eventLoop: number, stageMs: Record<string, number> } | null
   latency: Array<{ oneWayMs: number, viaProxy: boolean, expectedTokPerS: number, measuredTokPerS: number, expectedMsPerToken: number, measuredMsPerToken: number, rttP50: number[] }>
-  recovery: { positions: number, normalStepMs: number, interruptedStepMs: number, extraMs: number, reprefillMs: number, replayRows: number, replayRttMs: number, ratio: number, failovers: number, untilOpenMs: number | null, openRttMs: number | null, openToReplayMs: number | null } | null
+  recovery: { positions: number, normalStepMs: number, interruptedStepMs: number, extraMs: number, reprefillMs: number, replayRows: number, replayRttMs: number, ratio: number, failovers: number, untilFailMs: number | null, untilOpenMs: number | null, openRttMs: number | null, openToReplayMs: number | null } | null
 }
 
 const sockets = watchSockets()
@@ -251,6 +254,7 @@ async function startServer (dir: string, index: number, dataDir: string, model: 
   const server = createLayerServer({ libp2p: node.mesh.libp2p, dataDir, model, layers, threads, limits: { maxLength } })
   await server.start()
   await handleEcho(node.mesh.libp2p)
+  await handleBusyEcho(node.mesh.libp2p)
   const echo = await startTcpEcho()
   const address = node.mesh.addresses()[0]
   const port = tcpPort(node)
@@ -279,13 +283,14 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
   const servers: ServerHandle[] = []
   const models: Array<{ close: () => Promise<void> }> = []
   try {
-    // the local model first, alone, so its timing does not share the machine with idle servers' memory
+    // the local model runs before the mesh chains and again after them: the machine is shared, so
+    // the comparison uses the faster of the two
     progress(`${shape}: local model (${layers} layers, hidden ${hidden}, ${threads} thread(s))`)
     const local = await LocalModel.open({ dataDir, name, threads, maxContext, spinning: false })
+    models.push(local)
     await timedGenerate(local, promptIds(manifest, 9), 4)
-    const localRun = await timedGenerate(local, promptIds(manifest, 1), decodeTokens)
-    const localTokens = localRun.result.tokens
-    await local.close()
+    const localRuns = [await timedGenerate(local, promptIds(manifest, 1), decodeTokens)]
+    const localTokens = localRuns[0].result.tokens
 
     // servers 0-2 run the three spans; server 3 is a spare for the middle span
     const client = await clientNode(dir, 'client')
@@ -380,6 +385,8 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
       const echoBytes = hops[0].requestMessageBytes
       const echoLibp2p = await libp2pEchoMs(client.mesh.libp2p, servers[0].peerId, echoBytes)
       const echoTcp = await tcpEchoMs(servers[0].echoPort, echoBytes)
+      // the same echo with the server's thread blocked for hop 1's compute first (no model, no protocol)
+      const echoAfterCompute = await busyEchoOverheadMs(client.mesh.libp2p, servers[0].peerId, echoBytes, hops[0].computeP50)
       chains.push({
         quantization,
         tokPerS: run.tokPerS,
@@ -392,12 +399,16 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
         eventLoop,
         echoLibp2pMs: echoLibp2p,
         echoTcpMs: echoTcp,
+        echoAfterComputeMs: echoAfterCompute,
         // per token, what the client spends outside its stages, the hops' round trips and the frame codec
         otherMs: run.decodeMs / steps - summarize(head).p50 - summarize(tail).p50 - hops.reduce((a, h) => a + h.rttP50, 0) - HOPS * (codec.encodeMs + codec.decodeMs)
       })
       if (quantization === 'f16') { f16Model = model; stageSamples.head = head; stageSamples.tail = tail } else await model.close()
     }
     const reference = chains.find((c) => c.quantization === 'f16') ?? chains[0]
+    progress(`${shape}: local model again`)
+    localRuns.push(await timedGenerate(local, promptIds(manifest, 1), decodeTokens))
+    const localRun = localRuns[0].tokPerS >= localRuns[1].tokPerS ? localRuns[0] : localRuns[1]
 
     // concurrent sessions on the f16 chain, against the slowest stage's bound measured above
     let concurrent: ShapeResult['concurrent'] = null
@@ -504,6 +515,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
       const hit = intervals.findIndex((iv) => killedAt > iv.from && killedAt <= iv.to)
       const replay: HopExchange | undefined = probe.exchanges.find((e) => e.peer === sparePeer && e.kind === 'step' && e.rows > 1 && e.sentAt >= killedAt)
       const opened = probe.exchanges.find((e) => e.peer === sparePeer && e.kind === 'open' && e.sentAt >= killedAt)
+      const failed = probe.failures.find((f) => f.peer === victimPeer && f.at >= killedAt)
       if (hit >= 0 && replay !== undefined) {
         const normal = summarize(intervals.filter((_, i) => i !== hit).map((iv) => iv.ms)).p50
         const interrupted = intervals[hit].ms
@@ -518,6 +530,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
           ratio: (interrupted - normal) / (replay.computeMs ?? 0),
           failovers: result.failovers.length,
           // where the extra time went: noticing the loss and opening a stream to the spare, its session open, the replay
+          untilFailMs: failed !== undefined ? failed.at - killedAt : null,
           untilOpenMs: opened !== undefined ? opened.sentAt - killedAt : null,
           openRttMs: opened?.rttMs ?? null,
           openToReplayMs: opened !== undefined ? replay.sentAt - (opened.sentAt + opened.rttMs) : null
@@ -534,7 +547,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
       spans,
       promptTokens: promptLength,
       decodeTokens,
-      local: { tokPerS: localRun.tokPerS, msPerToken: localRun.decodeMs / (decodeTokens - 1) },
+      local: { tokPerS: localRun.tokPerS, msPerToken: localRun.decodeMs / (decodeTokens - 1), runsTokPerS: localRuns.map((r) => r.tokPerS) },
       chains,
       backgroundBytesPerSecond,
       concurrent,
@@ -564,7 +577,7 @@ for (const r of results) {
   for (const c of r.chains) {
     for (const h of c.hops) {
       const codecMs = c.codec.encodeMs + c.codec.decodeMs
-      hopRows.push([r.shape, c.quantization, h.hop + 1, h.layers, h.rttP50, h.computeP50, h.overheadP50, h.overheadP90, h.serverWorkP50, h.transportP50, codecMs, codecMs / (h.overheadP50 + codecMs), h.overheadP50 + codecMs, c.echoLibp2pMs, c.echoTcpMs, met(h.overheadP50 + codecMs <= TARGET_OVERHEAD_MS)])
+      hopRows.push([r.shape, c.quantization, h.hop + 1, h.layers, h.rttP50, h.computeP50, h.overheadP50, h.overheadP90, h.serverWorkP50, h.transportP50, codecMs, codecMs / (h.overheadP50 + codecMs), h.overheadP50 + codecMs, c.echoLibp2pMs, c.echoAfterComputeMs, c.echoTcpMs, met(h.overheadP50 + codecMs <= TARGET_OVERHEAD_MS)])
       const limit = c.quantization === 'f16' ? bytesLimit(r.hidden) : null
       bytesRows.push([r.shape, c.quantization, h.hop + 1, r.hidden * 2, h.requestFrameBytes, h.requestMessageBytes, h.rawWireUpPerToken, h.rawWireDownPerToken, h.wireUpPerToken, h.wireDownPerToken, limit, limit === null ? 'n/a (f32)' : met(Math.max(h.wireUpPerToken, h.wireDownPerToken) <= limit)])
     }
@@ -595,13 +608,13 @@ report(flags, {
   }
 }, [
   {
-    title: `Decode tok/s: the mesh chain (head 1 layer + 3 servers + tail 1 layer) beside LocalModel, same model, this run (weights ${variant}, ${threads} onnxruntime thread(s) per stage)`,
+    title: `Decode tok/s: the mesh chain (head 1 layer + 3 servers + tail 1 layer) beside LocalModel (the faster of a run before and one after the chains), same model, this run (weights ${variant}, ${threads} onnxruntime thread(s) per stage)`,
     headers: ['shape', 'activations', 'prompt', 'tokens', 'local tok/s', 'mesh tok/s', 'mesh/local', 'local ms/tok', 'mesh ms/tok', 'head ms', 'tail ms', 'hop rtts ms', 'other ms', 'event loop', 'same tokens'],
     rows: results.flatMap((r) => r.chains.map((c) => [r.shape, c.quantization === 'none' ? 'f32' : c.quantization, r.promptTokens, r.decodeTokens, r.local.tokPerS, c.tokPerS, c.tokPerS / r.local.tokPerS, r.local.msPerToken, c.msPerToken, c.headMsP50, c.tailMsP50, c.hops.reduce((a, h) => a + h.rttP50, 0), c.otherMs, c.eventLoop, c.sameTokensAsLocal ? 'yes' : 'no']))
   },
   {
-    title: `Per-hop decode step, ms p50 (rtt = client send to reply read; overhead = rtt - server compute_ms; codec = the client's frame encode + decode, outside rtt; server work / transport (servers on this thread only) = overhead inside the server / outside it; echo = a step-sized message's round trip to server 1's thread over libp2p / bare TCP; target overhead + codec <= ${TARGET_OVERHEAD_MS} ms)`,
-    headers: ['shape', 'act.', 'hop', 'layers', 'rtt', 'compute', 'overhead', 'overhead p90', 'server work', 'transport', 'codec', 'codec share', 'overhead+codec', 'libp2p echo', 'tcp echo', 'target'],
+    title: `Per-hop decode step, ms p50 (rtt = client send to reply read; overhead = rtt - server compute_ms; codec = the client's frame encode + decode, outside rtt; server work / transport (servers on this thread only) = overhead inside the server / outside it; echo = a step-sized message's round trip to server 1's thread over libp2p / bare TCP; busy echo = the libp2p echo's round trip less a block of the server's thread as long as hop 1's compute; target overhead + codec <= ${TARGET_OVERHEAD_MS} ms)`,
+    headers: ['shape', 'act.', 'hop', 'layers', 'rtt', 'compute', 'overhead', 'overhead p90', 'server work', 'transport', 'codec', 'codec share', 'overhead+codec', 'libp2p echo', 'busy echo', 'tcp echo', 'target'],
     rows: hopRows
   },
   {
@@ -616,8 +629,8 @@ report(flags, {
   },
   {
     title: `Recovery from a killed middle server (its sockets destroyed with a decode step in flight; a spare serves the span; extra = interrupted step - median step; re-prefill = the spare's compute_ms for the replayed positions; target extra <= ${TARGET_RECOVERY} x re-prefill)`,
-    headers: ['shape', 'positions', 'step ms', 'interrupted ms', 'extra ms', 're-prefill ms', 'kill→open ms', 'open rtt', 'open→replay', 'replay rtt ms', 'ratio', 'failovers', 'target'],
-    rows: results.filter((r) => r.recovery !== null).map((r) => { const c = r.recovery as NonNullable<ShapeResult['recovery']>; return [r.shape, c.positions, c.normalStepMs, c.interruptedStepMs, c.extraMs, c.reprefillMs, c.untilOpenMs, c.openRttMs, c.openToReplayMs, c.replayRttMs, c.ratio, c.failovers, met(c.ratio <= TARGET_RECOVERY)] })
+    headers: ['shape', 'positions', 'step ms', 'interrupted ms', 'extra ms', 're-prefill ms', 'kill→read failed', 'kill→open ms', 'open rtt', 'open→replay', 'replay rtt ms', 'ratio', 'failovers', 'target'],
+    rows: results.filter((r) => r.recovery !== null).map((r) => { const c = r.recovery as NonNullable<ShapeResult['recovery']>; return [r.shape, c.positions, c.normalStepMs, c.interruptedStepMs, c.extraMs, c.reprefillMs, c.untilFailMs, c.untilOpenMs, c.openRttMs, c.openToReplayMs, c.replayRttMs, c.ratio, c.failovers, met(c.ratio <= TARGET_RECOVERY)] })
   },
   {
     title: 'Injected link latency (TCP delay proxy per server, one-way delay each direction; expected = loopback f16 ms/token + 3 hops x 2 x delay)',

@@ -10,6 +10,8 @@ import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
 import { summarize } from './index.ts'
 
 export const ECHO_PROTOCOL = '/permagent-bench/echo/1.0.0'
+/** The same, but the server first blocks its thread for the number of ms in the message's first 4 bytes (u32 LE), as a synchronous onnxruntime run does. */
+export const BUSY_ECHO_PROTOCOL = '/permagent-bench/busy-echo/1.0.0'
 const MAX_ECHO_BYTES = 16 * 1024 * 1024
 
 /** Echoes every message on ECHO_PROTOCOL streams until the stream ends. */
@@ -22,6 +24,43 @@ export async function handleEcho (libp2p: Libp2p): Promise<void> {
       channel.abort(new Error('echo ended'))
     }
   })
+}
+
+/** Echoes like handleEcho, after blocking the thread as long as each message asks. */
+export async function handleBusyEcho (libp2p: Libp2p): Promise<void> {
+  await libp2p.handle(BUSY_ECHO_PROTOCOL, async (stream, connection) => {
+    const channel = new MessageChannel(BUSY_ECHO_PROTOCOL, stream, connection.remotePeer, MAX_ECHO_BYTES)
+    try {
+      for (;;) {
+        const message = (await channel.receive({ timeoutMs: 60_000 })).subarray()
+        const busyMs = new DataView(message.buffer, message.byteOffset, message.byteLength).getUint32(0, true)
+        const until = performance.now() + busyMs
+        while (performance.now() < until) { /* a compute stand-in: the thread does nothing else */ }
+        await channel.send(message)
+      }
+    } catch {
+      channel.abort(new Error('echo ended'))
+    }
+  })
+}
+
+/** p50 of (round trip - busyMs), ms, of messages of `bytes` whose server blocks `busyMs` before echoing. */
+export async function busyEchoOverheadMs (libp2p: Libp2p, peer: PeerId, bytes: number, busyMs: number, rounds = 20): Promise<number> {
+  const channel = await openChannel(libp2p, peer, BUSY_ECHO_PROTOCOL, { maxMessageBytes: MAX_ECHO_BYTES })
+  const message = new Uint8Array(Math.max(4, bytes)).fill(7)
+  new DataView(message.buffer).setUint32(0, Math.round(busyMs), true)
+  const samples: number[] = []
+  try {
+    for (let i = 0; i < rounds; i++) {
+      const started = performance.now()
+      await channel.send(message)
+      await channel.receive({ timeoutMs: 10_000 + Math.round(busyMs) })
+      samples.push(performance.now() - started - Math.round(busyMs))
+    }
+  } finally {
+    await channel.close(AbortSignal.timeout(5000))
+  }
+  return summarize(samples.slice(2)).p50
 }
 
 /** A TCP echo server on 127.0.0.1 (returns its port). */

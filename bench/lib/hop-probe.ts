@@ -44,6 +44,8 @@ export interface HopProbe {
   readonly exchanges: HopExchange[]
   /** Steps handled by layer servers on this thread (their channels' remote peer is a client), in order. */
   readonly handled: ServerHandling[]
+  /** Replies that never came: when the client's read failed. */
+  readonly failures: Array<{ peer: string, at: number }>
   /** Called once a request to a watched peer is written (before the reply is read). */
   onSent: ((peer: string, kind: HopExchange['kind'], rows: number) => void) | null
   clear: () => void
@@ -64,8 +66,9 @@ export function watchHops (peers: () => ReadonlySet<string>, clients: () => Read
   const probe: HopProbe = {
     exchanges: [],
     handled: [],
+    failures: [],
     onSent: null,
-    clear () { probe.exchanges.length = 0; probe.handled.length = 0 },
+    clear () { probe.exchanges.length = 0; probe.handled.length = 0; probe.failures.length = 0 },
     stop () { proto.send = send; proto.receive = receive }
   }
   const watched = (channel: MessageChannel): boolean => channel.protocol === INFER_PROTOCOL && peers().has(channel.remotePeer.toString())
@@ -99,7 +102,13 @@ export function watchHops (peers: () => ReadonlySet<string>, clients: () => Read
     const sent = pending.get(this)
     if (sent === undefined) return await receive.call(this, options)
     pending.delete(this)
-    const bytes = await receive.call(this, options)
+    let bytes: Uint8ArrayList
+    try {
+      bytes = await receive.call(this, options)
+    } catch (err) {
+      probe.failures.push({ peer: sent.peer, at: performance.now() })
+      throw err
+    }
     const rttMs = performance.now() - sent.sentAt
     const wire = sent.wire !== undefined ? meter?.(sent.peer) : undefined
     const { request } = sent
