@@ -15,6 +15,7 @@ import { createMemories, metaTerms, type BulkResult } from './memories.ts'
 import { migrate } from './migrations.ts'
 import { buildOntology, DEFAULT_ONTOLOGY, loadOntologyFile, type Ontology, type OntologyDefinition } from './ontology.ts'
 import { createPaths, type NeighborOptions, type PathOptions } from './paths.ts'
+import { createSignPool, defaultSigningThreads, type SignPool } from './sign-pool.ts'
 import { createRecaller, DEFAULT_RECALL_TUNING, type RecallTuning } from './recall.ts'
 import { createStats } from './stats.ts'
 import type {
@@ -38,6 +39,11 @@ export interface BrainOptions {
   /** See Durability in db.ts; default 'full'. */
   durability?: Durability
   recall?: Partial<RecallTuning>
+  /**
+   * Worker threads that sign bulk writes' records while the main thread stores them (default:
+   * one per core but one, at most 3; 0 signs on the main thread). See sign-pool.ts.
+   */
+  signingThreads?: number
   /** Milliseconds since the epoch (tests pin time with it). */
   clock?: () => number
 }
@@ -107,6 +113,7 @@ export function createBrain (options: BrainOptions): Brain {
   let db: Database | undefined
   let parts: Parts | undefined
   let closeIndexer = (): void => {}
+  let signPool: SignPool | undefined
 
   const need = (): Parts => {
     if (parts === undefined) throw new BrainClosedError()
@@ -127,6 +134,8 @@ export function createBrain (options: BrainOptions): Brain {
         const chain = createChain(opened)
         const durability = options.durability ?? 'full'
         const indexer = createIndexer(opened, durability, logger)
+        const identity = options.identity
+        const pool = createSignPool(identity, options.signingThreads ?? defaultSigningThreads(), logger)
         indexer.recover((row) => metaTerms(row.key, row.topic, JSON.parse(row.tags) as string[]))
         const ctx: BrainContext = {
           db: opened,
@@ -137,10 +146,12 @@ export function createBrain (options: BrainOptions): Brain {
           chain,
           indexer,
           now: monotonicClock(options.clock ?? Date.now),
+          signBatch: (items) => pool?.begin(items) ?? { signature: (i) => identity.sign(items[i].context, items[i].bytes) },
           write: createWriter(opened, chain)
         }
         parts = assemble(ctx, file, tuning)
         closeIndexer = () => { indexer.close() }
+        signPool = pool
         db = opened
         logger.info({ file, schemaVersion: version, logEntries: chain.head().seq }, 'brain opened')
       } catch (err) {
@@ -154,6 +165,8 @@ export function createBrain (options: BrainOptions): Brain {
       parts = undefined
       db.close()
       db = undefined
+      await signPool?.close()
+      signPool = undefined
       logger.info({ file }, 'brain closed')
     },
     remember: (input) => need().memories.remember(input),

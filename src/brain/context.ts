@@ -5,6 +5,7 @@ import type { Chain } from './chain.ts'
 import type { Indexer } from './indexer.ts'
 import type { BrainLimits } from './limits.ts'
 import type { Ontology } from './ontology.ts'
+import type { SignBatch, SignItem } from './sign-pool.ts'
 
 /** What the brain's parts share: one connection, one signer, one chain, one clock. */
 export interface BrainContext {
@@ -18,6 +19,8 @@ export interface BrainContext {
   indexer: Indexer
   /** Milliseconds since the epoch, never going backwards within this brain. */
   now: () => number
+  /** Signs a batch of this brain's records, on the signing workers when there are some (see sign-pool.ts). */
+  signBatch: (items: SignItem[]) => SignBatch
   /** Runs `fn` in one write transaction: all of it commits (with the chain head) or none of it. */
   write: <T>(fn: () => T) => T
 }

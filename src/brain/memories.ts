@@ -9,7 +9,7 @@ import { LOG_OP, rowDigest } from './chain.ts'
 import type { BrainContext } from './context.ts'
 import { NotFoundError } from './errors.ts'
 import { BAND_LIST_SQL, bandKeys, fingerprintFromBlob, fingerprintToBlob, jaccard, minhash, shingleSetOfTerms } from './fingerprint.ts'
-import { seal, toMilli, type MemoryRecord, type RetractionRecord, type Sealed } from './records.ts'
+import { encodeRecord, seal, signatureContext, toMilli, type MemoryRecord, type RetractionRecord, type Sealed, type Unsigned } from './records.ts'
 import { memoryLocal, memoryOfRow, retractionLocal, retractionOfRow, type MemoryRow, type RetractionRow } from './rows.ts'
 import { isStopTerm, terms } from './text.ts'
 import type { Memory, RememberInput, RememberResult, Retraction, Source } from './types.ts'
@@ -29,6 +29,11 @@ export interface StoredMemory {
   created: boolean
   nearDuplicate: { id: string, similarity: number } | null
 }
+
+/** A memory's planned write: nothing (`unchanged` is the current row) or this record. */
+type Planned = { unchanged: MemoryRow, unsigned?: undefined } | { unsigned: Unsigned<MemoryRecord> }
+
+const LOCAL: LocalMeta = { source: 'local', teamId: null }
 
 export interface BulkResult {
   created: number
@@ -188,10 +193,14 @@ export function createMemories (ctx: BrainContext): Memories {
     return undefined
   }
 
-  function rememberChecked (input: CheckedMemoryInput, options: { skipExactDuplicate?: boolean } = {}): StoredMemory {
+  /**
+   * What remembering `input` writes: nothing (an unchanged current version, an exact duplicate)
+   * or a new record, encoded but not signed yet.
+   */
+  function plan (input: CheckedMemoryInput, options: { skipExactDuplicate?: boolean } = {}): Planned {
     if (options.skipExactDuplicate === true && input.key === null) {
       const duplicate = exactDuplicate(input)
-      if (duplicate !== undefined) return { row: duplicate, created: false, nearDuplicate: null }
+      if (duplicate !== undefined) return { unchanged: duplicate }
     }
     const now = ctx.now()
     let supersedes: string | null = null
@@ -200,7 +209,7 @@ export function createMemories (ctx: BrainContext): Memories {
       const latest = latestByKey.get(me, input.key)
       if (latest !== undefined) {
         if (latest.retracted_at === null && latest.superseded_by === null) {
-          if (sameAsInput(latest, input)) return { row: latest, created: false, nearDuplicate: null }
+          if (sameAsInput(latest, input)) return { unchanged: latest }
           supersedes = latest.id
         }
         version = latest.version + 1
@@ -224,7 +233,45 @@ export function createMemories (ctx: BrainContext): Memories {
       version
     }
     if (record.valid_to !== null && record.valid_to <= record.valid_from) throw new InvalidInputError('validTo must be after validFrom')
-    return storeSigned(seal(identity, record), { source: 'local', teamId: null }, true)
+    return { unsigned: encodeRecord(record) }
+  }
+
+  function rememberChecked (input: CheckedMemoryInput, options: { skipExactDuplicate?: boolean } = {}): StoredMemory {
+    const planned = plan(input, options)
+    if (planned.unsigned === undefined) return { row: planned.unchanged, created: false, nearDuplicate: null }
+    const { unsigned } = planned
+    return storeSigned({ ...unsigned, signature: identity.sign(signatureContext(unsigned.record), unsigned.bytes) }, LOCAL, true)
+  }
+
+  /**
+   * Remembers a run of inputs inside the caller's transaction, signing on the pool while storing.
+   * Records are planned ahead of storing, which is only equivalent to one at a time while no key
+   * repeats: an input whose key an earlier planned input has waits for that one to be stored.
+   */
+  function rememberRun (inputs: CheckedMemoryInput[]): StoredMemory[] {
+    const out: StoredMemory[] = []
+    let next = 0
+    while (next < inputs.length) {
+      const keys = new Set<string>()
+      const planned: Planned[] = []
+      for (; next < inputs.length; next++) {
+        const key = inputs[next].key
+        if (key !== null) {
+          if (keys.has(key)) break
+          keys.add(key)
+        }
+        planned.push(plan(inputs[next]))
+      }
+      const toSign: Array<Unsigned<MemoryRecord>> = []
+      for (const p of planned) if (p.unsigned !== undefined) toSign.push(p.unsigned)
+      const signatures = ctx.signBatch(toSign.map((u) => ({ context: signatureContext(u.record), bytes: u.bytes })))
+      let signed = 0
+      for (const p of planned) {
+        if (p.unsigned === undefined) out.push({ row: p.unchanged, created: false, nearDuplicate: null })
+        else out.push(storeSigned({ ...p.unsigned, signature: signatures.signature(signed++) }, LOCAL, true))
+      }
+    }
+    return out
   }
 
   function storeRetraction (sealed: Sealed<RetractionRecord>, local: LocalMeta): boolean {
@@ -313,7 +360,7 @@ export function createMemories (ctx: BrainContext): Memories {
     const checked = Array.from(inputs, (input) => checkMemoryInput(input, ctx.limits))
     for (let start = 0; start < checked.length; start += batchSize) {
       const stored = ctx.write(() => {
-        const written = checked.slice(start, start + batchSize).map((input) => rememberChecked(input))
+        const written = rememberRun(checked.slice(start, start + batchSize))
         ctx.indexer.flushWithin()
         return written
       })

@@ -129,10 +129,18 @@ export interface Sealed<R extends SignedRecord> {
   signature: Uint8Array
 }
 
+/** A record encoded and hashed, not yet signed. */
+export type Unsigned<R extends SignedRecord> = Omit<Sealed<R>, 'signature'>
+
+export function encodeRecord<R extends SignedRecord> (record: R): Unsigned<R> {
+  const bytes = canonicalBytes(record)
+  return { record, bytes, id: recordId(bytes) }
+}
+
 /** Encodes, hashes and signs a record authored by `identity`. */
 export function seal<R extends SignedRecord> (identity: Identity, record: R): Sealed<R> {
-  const bytes = canonicalBytes(record)
-  return { record, bytes, id: recordId(bytes), signature: identity.sign(signatureContext(record), bytes) }
+  const unsigned = encodeRecord(record)
+  return { ...unsigned, signature: identity.sign(signatureContext(record), unsigned.bytes) }
 }
 
 /** Checks that `publicKey` belongs to the record's author and signed exactly these bytes. */
