@@ -1,7 +1,7 @@
 export {
   INFERENCE_POLICIES, PRIVACY_CLASSES,
   type InferenceProvider, type InferencePolicy, type PrivacyClass, type ProviderKind, type ProviderModel, type ProviderRefusal,
-  type ProviderRequest, type ProviderResult, type ProviderTokenEvent, type RouteHop, type RouteReport
+  type ProviderRequest, type ProviderResult, type ProviderTokenEvent, type RouteHop, type RouteReport, type SplitRequestOptions, type SplitVerifyRequest
 } from './types.ts'
 export { ProviderError, NoProviderError, RemoteProviderError, PROVIDER_ERRORS } from './errors.ts'
 export { allowedPrivacy, policyAllows, policyFor, parsePolicy, parseTeamId } from './policy.ts'
@@ -13,3 +13,5 @@ export { SseParser } from './sse.ts'
 export { createProviderResolver, parseModelId, type ProviderResolver, type ProviderResolverOptions, type ResolvedRequest } from './resolver.ts'
 export { providerSettingsSchema, REMOTE_API_KEY_ENV, type ProviderSettings } from './settings.ts'
 export { createNodeProviders, type NodeProvidersOptions } from './node-providers.ts'
+export { createCurrentResolver, type CurrentResolver, type CurrentResolverOptions } from './current-resolver.ts'
+export { requestVerification, asksVerification, DEFAULT_CANARIES, MAX_CANARIES, type VerifyDefaults } from './split-options.ts'

@@ -7,6 +7,10 @@ import { createMeshProvider } from './mesh.ts'
 import { createRemoteProvider } from './remote.ts'
 import { createProviderResolver, type ProviderResolver } from './resolver.ts'
 import { REMOTE_API_KEY_ENV, type ProviderSettings } from './settings.ts'
+import type { InferenceProvider } from './types.ts'
+
+/** Mesh providers kept (least recently used dropped first): the plain mesh and the teams asked for lately. */
+const MAX_KEPT_MESH_PROVIDERS = 16
 
 export interface NodeProvidersOptions {
   /** The node's parts the providers use (a Permagent fits). */
@@ -29,21 +33,35 @@ export function createNodeProviders (options: NodeProvidersOptions): ProviderRes
   const logger = node.logger.child({ module: 'providers' })
   const remoteSettings = settings.remote
   const apiKey = options.env?.[REMOTE_API_KEY_ENV] ?? remoteSettings?.apiKey
+  const meshProviders = new Map<string, InferenceProvider>()
   return createProviderResolver({
     defaultPolicy: settings.policy,
     defaultTeam: settings.team,
     logger,
     local: createLocalProvider({ dataDir: node.dataDir, maxModelBytes: settings.localMaxModelBytes, logger }),
-    mesh: (team) => createMeshProvider({
-      libp2p: node.mesh.libp2p,
-      dataDir: node.dataDir,
-      admission: createPeerAdmission({ nodeGater: node.mesh.gater, team: team !== undefined ? { id: team, membership: node.team } : undefined }),
-      candidates: options.candidates,
-      headLayers: settings.mesh?.headLayers,
-      tailLayers: settings.mesh?.tailLayers,
-      quantization: settings.mesh?.activations,
-      logger
-    }),
+    mesh: (team) => {
+      // kept per team, so a provider's model listing (cached a few seconds) serves later requests;
+      // admission reads membership and the gater at each use, so a kept provider is never stale
+      const key = team ?? ''
+      let provider = meshProviders.get(key)
+      if (provider === undefined) {
+        provider = createMeshProvider({
+          libp2p: node.mesh.libp2p,
+          dataDir: node.dataDir,
+          admission: createPeerAdmission({ nodeGater: node.mesh.gater, team: team !== undefined ? { id: team, membership: node.team } : undefined }),
+          candidates: options.candidates,
+          headLayers: settings.mesh?.headLayers,
+          tailLayers: settings.mesh?.tailLayers,
+          quantization: settings.mesh?.activations,
+          verify: settings.mesh?.verify,
+          logger
+        })
+        if (meshProviders.size >= MAX_KEPT_MESH_PROVIDERS) meshProviders.delete(meshProviders.keys().next().value as string)
+      }
+      meshProviders.delete(key)
+      meshProviders.set(key, provider)
+      return provider
+    },
     remote: remoteSettings != null
       ? createRemoteProvider({ baseUrl: remoteSettings.baseUrl, apiKey, models: remoteSettings.models, timeoutMs: remoteSettings.timeoutMs, maxResponseBytes: remoteSettings.maxResponseBytes, logger })
       : undefined

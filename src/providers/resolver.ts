@@ -1,6 +1,7 @@
 import { PermagentError, InvalidInputError, errorMessage, silentLogger, type Logger } from '../util/index.ts'
 import { NoProviderError, PROVIDER_ERRORS, ProviderError } from './errors.ts'
 import { policyAllows, policyFor } from './policy.ts'
+import { asksVerification } from './split-options.ts'
 import type { InferencePolicy, InferenceProvider, ProviderKind, ProviderModel, ProviderRequest, ProviderResult, RouteReport } from './types.ts'
 
 export interface ProviderResolverOptions {
@@ -30,6 +31,8 @@ export interface ProviderResolver {
   generate: (request: ResolvedRequest, signal?: AbortSignal) => Promise<ProviderResult>
   /** Models by id (pinned ids for mesh and remote), with their provider and privacy class. */
   models: (request?: { policy?: InferencePolicy, team?: string }, signal?: AbortSignal) => Promise<ProviderModel[]>
+  /** The mesh provider for a team (team-mesh) or none (mesh), for callers that want the mesh only (`POST /api/run/mesh`). */
+  meshProvider: (team: string | undefined) => InferenceProvider | undefined
   readonly defaultPolicy: InferencePolicy
   close: () => Promise<void>
 }
@@ -68,7 +71,7 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
   }
 
   /** The providers to try in order, each with why it is skipped (null: try it). */
-  const plan = (pin: ProviderKind | null, policy: InferencePolicy, team: string | undefined): Array<{ id: string, provider: InferenceProvider | null, skip: string | null }> => {
+  const plan = (pin: ProviderKind | null, policy: InferencePolicy, team: string | undefined, verified = false): Array<{ id: string, provider: InferenceProvider | null, skip: string | null, unchecked?: true }> => {
     const steps: Array<{ id: string, kind: ProviderKind, privacy: 'local' | 'team-mesh' | 'mesh' | 'cloud', make: () => InferenceProvider | undefined }> = [
       { id: 'local', kind: 'local', privacy: 'local', make: () => options.local },
       ...(team !== undefined ? [{ id: 'team-mesh', kind: 'mesh' as const, privacy: 'team-mesh' as const, make: () => options.mesh?.(team) }] : []),
@@ -77,6 +80,8 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
     ]
     return steps.filter((s) => pin === null || s.kind === pin).map((s) => {
       if (!policyAllows(policy, s.privacy)) return { id: s.id, provider: null, skip: `policy ${policy} does not allow privacy class ${s.privacy} (ask for ${policyFor(s.privacy)})` }
+      // an answer the request wanted checked must not come back unchecked
+      if (verified && s.kind === 'remote') return { id: s.id, provider: null, skip: 'the request asks for verification; a remote API\'s answers cannot be checked', unchecked: true }
       const provider = s.make() ?? null
       return { id: s.id, provider, skip: provider === null ? (s.kind === 'remote' ? 'no remote API configured (providers.remote)' : `no ${s.id} provider on this node`) : null }
     })
@@ -87,7 +92,7 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
     async generate (request, signal) {
       const { policy, team } = settle(request)
       const { pin, model } = parseModelId(request.model)
-      const steps = plan(pin, policy, team)
+      const steps = plan(pin, policy, team, asksVerification(request.split?.verify))
       if (pin !== null && steps.every((s) => s.provider === null && s.skip?.startsWith('policy') === true)) {
         throw new ProviderError(PROVIDER_ERRORS.policyRefused, `model ${request.model} is pinned to the ${pin} provider; ${steps.map((s) => s.skip).join('; ')}`)
       }
@@ -95,7 +100,12 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
       let unknownEverywhere = true
       let lastError: unknown
       for (const step of steps) {
-        if (step.provider === null) { reasons[step.id] = step.skip as string; continue }
+        if (step.provider === null) {
+          reasons[step.id] = step.skip as string
+          // it may know the model: the request's verification is what it cannot serve
+          if (step.unchecked === true) unknownEverywhere = false
+          continue
+        }
         const provider = step.provider
         const refused = await provider.check(model, signal)
         if (refused !== null) {
@@ -146,6 +156,7 @@ export function createProviderResolver (options: ProviderResolverOptions): Provi
       const seen = new Set<string>()
       return out.filter((m) => !seen.has(m.id) && seen.add(m.id) !== undefined)
     },
+    meshProvider: (team) => options.mesh?.(team),
     async close () {
       await options.local?.close()
       await options.remote?.close()

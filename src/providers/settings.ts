@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { MAX_CANARIES } from './split-options.ts'
 import { INFERENCE_POLICIES, type InferencePolicy } from './types.ts'
 
 /** Environment variable holding the remote API key (wins over providers.remote.apiKey in config.json). */
@@ -18,7 +19,12 @@ export const providerSettingsSchema = z.object({
   mesh: z.object({
     headLayers: z.number().int().min(1).max(100_000).optional(),
     tailLayers: z.number().int().min(1).max(100_000).optional(),
-    activations: z.enum(['none', 'f16', 'int8-block']).optional()
+    activations: z.enum(['none', 'f16', 'int8-block']).optional(),
+    /** Verification of mesh requests that do not ask themselves (default off): rate 0..1, canaries per hop. */
+    verify: z.object({
+      rate: z.number().min(0).max(1).optional(),
+      canaries: z.number().int().min(0).max(MAX_CANARIES).optional()
+    }).strict().optional()
   }).strict().optional(),
   remote: z.object({
     baseUrl: z.string().max(2048).regex(/^https?:\/\//, 'the remote base URL starts with http:// or https://'),

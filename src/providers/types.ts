@@ -1,5 +1,7 @@
 import type { SamplingOptions } from '../inference/index.ts'
 import type { ChatMessage } from '../model/index.ts'
+import type { Fault, VerificationReport } from '../split/index.ts'
+import type { UsxfQuantization } from '../usxf/index.ts'
 
 export type ProviderKind = 'local' | 'mesh' | 'remote'
 
@@ -25,6 +27,28 @@ export interface ProviderTokenEvent {
   id?: number
 }
 
+/** Checking layer servers during one generation (docs/split-inference.md, "Verification"). */
+export interface SplitVerifyRequest {
+  /** Per hop and step, the fraction re-checked on a second server (0..1; 0 = no sampled checks). */
+  rate: number
+  /** Canary probes per hop (0..64); left out: the provider's default, else 2 when rate > 0, else 0. */
+  canaries?: number
+}
+
+/**
+ * Split-inference options of one request; a mesh provider uses them over its defaults (from
+ * config), other providers do not split, and the resolver does not send a request that asks for
+ * verification to a remote API (whose answers cannot be checked).
+ */
+export interface SplitRequestOptions {
+  verify?: SplitVerifyRequest
+  /** Activations on the wire. */
+  quantization?: UsxfQuantization
+  /** Layers kept here at the start and at the end. */
+  headLayers?: number
+  tailLayers?: number
+}
+
 export interface ProviderRequest {
   /** The model as the provider knows it (a stored model name here, the remote's model id there). */
   model: string
@@ -35,6 +59,8 @@ export interface ProviderRequest {
   sampling?: SamplingOptions
   /** Token ids that end generation (local and mesh only: a remote API has its own tokenizer). */
   stopTokens?: readonly number[]
+  /** Mesh only: verification, wire quantization, local layers. */
+  split?: SplitRequestOptions
   onToken?: (event: ProviderTokenEvent) => void
 }
 
@@ -58,6 +84,13 @@ export interface RouteReport {
   failovers?: Array<{ hop: number, from: string, to: string, code: string, replayed: number }>
   /** mesh: sessions a draining server handed to another mid-run (nothing replayed). */
   handoffs?: Array<{ hop: number, from: string, to: string, positions: number }>
+  /**
+   * mesh with verification on: the servers caught answering wrongly (each excluded from the rest of
+   * the request; how it was caught, by whom, by how much), as in `verification.faults`.
+   */
+  faults?: Fault[]
+  /** mesh with verification on: per hop the checks made and the checks that found no second server (`unavailable`), canaries, cost. */
+  verification?: VerificationReport & { regenerated: number }
   /** remote: the origin the prompt went to (no path, no credentials). */
   origin?: string
 }

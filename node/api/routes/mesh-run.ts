@@ -1,9 +1,9 @@
 import { z } from 'zod'
-import { createMeshProvider, createPeerAdmission, PROVIDER_ERRORS, ProviderError } from '../../../src/providers/index.ts'
-import { storedModelCandidates, type VerificationReport } from '../../../src/split/index.ts'
+import { PROVIDER_ERRORS, ProviderError } from '../../../src/providers/index.ts'
 import { PermagentError } from '../../../src/util/errors.ts'
 import { parseBody } from '../body.ts'
 import type { Route } from '../router.ts'
+import { withNodeProviders } from './openai.ts'
 
 const name = z.string().min(1).max(128)
 const tokenIds = z.array(z.number().int().min(0).max(2 ** 31)).max(1 << 20)
@@ -26,11 +26,16 @@ const runBody = z.object({
   /** Who may serve: mesh (any admitted peer, default) or team-mesh (current members of `team` only). */
   policy: z.enum(['local-only', 'team-mesh', 'mesh', 'cloud-allowed']).optional(),
   team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional(),
-  /** Verification: per hop, the fraction of steps re-checked on a second server (0..1); canaries too when > 0. */
+  /** Verification: per hop, the fraction of steps re-checked on a second server (0..1; default providers.mesh.verify); canaries too when > 0. */
   verify: z.number().min(0).max(1).optional()
 }).strict()
 
-/** Generation over the mesh: head and tail here, the middle layers on connected layer servers. */
+/**
+ * Generation over the mesh: head and tail here, the middle layers on layer servers (connected, or
+ * named by the DHT). It goes through the node's mesh provider (the one the OpenAI API uses, with
+ * config.json's `providers.mesh` defaults); the body's layers, activations and verification are
+ * the request's split options, and the verification report comes back in the provider's route.
+ */
 export const meshRunRoutes: Route[] = [
   {
     method: 'POST',
@@ -43,26 +48,25 @@ export const meshRunRoutes: Route[] = [
       const policy = b.policy ?? (b.team != null ? 'team-mesh' : 'mesh')
       if (policy === 'local-only') throw new ProviderError(PROVIDER_ERRORS.policyRefused, 'a mesh run sends activations to peers; policy local-only does not allow it')
       if (policy === 'team-mesh' && b.team == null) throw new PermagentError('ERR_INVALID_INPUT', 'policy team-mesh needs a team')
-      let verification: (VerificationReport & { regenerated: number }) | undefined
-      const provider = createMeshProvider({
-        libp2p: node.mesh.libp2p,
-        dataDir: node.dataDir,
-        admission: createPeerAdmission({ nodeGater: node.mesh.gater, team: policy === 'team-mesh' && b.team != null ? { id: b.team, membership: node.team } : undefined }),
-        // connected peers and the model's servers announced on the DHT (src/split/discover.ts)
-        candidates: async () => await storedModelCandidates(node.mesh.libp2p, node.dataDir, b.model, { signal, timeoutMs: 10_000, logger: node.logger }),
-        headLayers: b.headLayers,
-        tailLayers: b.tailLayers,
-        quantization: b.quantization,
-        routing: b.verify != null && b.verify > 0 ? { verify: { rate: b.verify, canaries: true, onReport: (report) => { verification = report } } } : undefined,
-        logger: node.logger.child({ module: 'split' })
+      const result = await withNodeProviders(node, async (resolver) => {
+        const provider = resolver.meshProvider(policy === 'team-mesh' ? b.team : undefined)
+        if (provider === undefined) throw new ProviderError(PROVIDER_ERRORS.noProvider, 'this node has no mesh provider')
+        return await provider.generate({
+          model: b.model,
+          ...(b.promptIds != null ? { promptIds: b.promptIds } : { prompt: b.prompt }),
+          maxTokens: b.maxTokens,
+          sampling: b.sampling,
+          stopTokens: b.stopTokens,
+          split: {
+            headLayers: b.headLayers,
+            tailLayers: b.tailLayers,
+            quantization: b.quantization,
+            // a rate alone: canaries as configured, else 2 when the rate is above 0
+            ...(b.verify != null ? { verify: { rate: b.verify } } : {})
+          }
+        }, signal)
       })
-      const result = await provider.generate({
-        model: b.model,
-        ...(b.promptIds != null ? { promptIds: b.promptIds } : { prompt: b.prompt }),
-        maxTokens: b.maxTokens,
-        sampling: b.sampling,
-        stopTokens: b.stopTokens
-      }, signal)
+      const { route } = result
       return {
         tokens: result.tokens,
         text: result.text,
@@ -70,13 +74,13 @@ export const meshRunRoutes: Route[] = [
         finishReason: result.finishReason,
         prefillMs: result.prefillMs,
         decodeMs: result.decodeMs,
-        failovers: result.route.failovers,
-        handoffs: result.route.handoffs,
-        route: result.route.hops,
-        provider: result.route.provider,
-        privacy: result.route.privacy,
-        ...(result.route.team != null ? { team: result.route.team } : {}),
-        ...(verification != null ? { faults: verification.faults, verification } : {})
+        failovers: route.failovers,
+        handoffs: route.handoffs,
+        route: route.hops,
+        provider: route.provider,
+        privacy: route.privacy,
+        ...(route.team != null ? { team: route.team } : {}),
+        ...(route.verification != null ? { faults: route.faults ?? route.verification.faults, verification: route.verification } : {})
       }
     }
   }

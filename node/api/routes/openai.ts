@@ -2,7 +2,10 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
 import type { Permagent } from '../../../src/permagent.ts'
-import { createNodeProviders, INFERENCE_POLICIES, parsePolicy, parseTeamId, type InferencePolicy, type ProviderResolver, type ProviderResult, type RouteReport } from '../../../src/providers/index.ts'
+import {
+  createCurrentResolver, createNodeProviders, INFERENCE_POLICIES, MAX_CANARIES, parsePolicy, parseTeamId,
+  type CurrentResolver, type InferencePolicy, type ProviderResolver, type ProviderResult, type ProviderSettings, type RouteReport, type SplitRequestOptions
+} from '../../../src/providers/index.ts'
 import type { ChatMessage } from '../../../src/model/index.ts'
 import { PermagentError, errorMessage } from '../../../src/util/errors.ts'
 import { readConfigFile } from '../../config.ts'
@@ -17,10 +20,19 @@ import type { Route } from '../router.ts'
  * serve (mesh, team-mesh) and, when allowed, a remote OpenAI-compatible URL. The policy comes from
  * the body (`permagent: { policy, team }`), the `x-permagent-policy` / `x-permagent-team` headers or
  * the config (default local-only); every answer says which provider served it and its privacy class.
+ * A mesh answer can be verified (`permagent.verify` or `x-permagent-verify: RATE`); the answer then
+ * reports the checks and the servers caught answering wrongly (`x-permagent-faults`).
  */
 const permagentOptions = z.object({
   policy: z.enum(INFERENCE_POLICIES as [InferencePolicy, ...InferencePolicy[]]).optional(),
-  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional()
+  team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional(),
+  /** A rate (0..1; canaries follow the config, else 2 when above 0), or the rate and canaries per hop. */
+  verify: z.union([
+    z.number().min(0).max(1),
+    z.object({ rate: z.number().min(0).max(1).optional(), canaries: z.number().int().min(0).max(MAX_CANARIES).optional() }).strict()
+  ]).optional(),
+  /** Activations on the wire of a mesh answer (default: providers.mesh.activations, else f16). */
+  activations: z.enum(['none', 'f16', 'int8-block']).optional()
 }).strict()
 
 const common = {
@@ -47,17 +59,26 @@ const completionBody = z.object({ ...common, prompt: z.union([z.string().max(1 <
 
 const DEFAULT_MAX_TOKENS = 256
 
-const resolvers = new WeakMap<Permagent, Promise<ProviderResolver>>()
+const resolvers = new WeakMap<Permagent, CurrentResolver>()
 
-/** One resolver per node, from config.json's `providers` section (read once) and PERMAGENT_REMOTE_API_KEY. */
-async function resolverOf (node: Permagent): Promise<ProviderResolver> {
-  let resolver = resolvers.get(node)
-  if (resolver == null) {
-    resolver = readConfigFile(dataDirPaths(node.dataDir).config).then((file) => createNodeProviders({ node, settings: file.providers, env: process.env }))
-    resolvers.set(node, resolver)
-    resolver.catch(() => { resolvers.delete(node) })
+/**
+ * Runs `use` with the node's resolver for config.json's `providers` section as it is now (read on
+ * every request: a small file; the daemon validated it at start, an edit applies to the next
+ * request, an invalid edit fails the request with ERR_CONFIG naming the field) and
+ * PERMAGENT_REMOTE_API_KEY. The OpenAI routes and `POST /api/run/mesh` share it.
+ */
+export async function withNodeProviders<T> (node: Permagent, use: (resolver: ProviderResolver, settings: ProviderSettings) => Promise<T>): Promise<T> {
+  let current = resolvers.get(node)
+  if (current === undefined) {
+    const file = dataDirPaths(node.dataDir).config
+    current = createCurrentResolver({
+      load: async () => (await readConfigFile(file)).providers ?? {},
+      build: (settings) => createNodeProviders({ node, settings, env: process.env }),
+      logger: node.logger.child({ module: 'providers' })
+    })
+    resolvers.set(node, current)
   }
-  return await resolver
+  return await current.use(use)
 }
 
 function header (request: IncomingMessage, name: string): string | undefined {
@@ -76,6 +97,27 @@ function policyOf (request: IncomingMessage, body: { permagent?: { policy?: Infe
   }
 }
 
+const VERIFY_HEADER = 'x-permagent-verify'
+
+/**
+ * The request's split options (mesh answers only): verification from the body's
+ * `permagent.verify`, else the `x-permagent-verify: RATE` header; activations from the body.
+ */
+function splitOf (request: IncomingMessage, body: { permagent?: { verify?: number | { rate?: number, canaries?: number }, activations?: 'none' | 'f16' | 'int8-block' } | null }): { split?: SplitRequestOptions } {
+  const asked = body.permagent?.verify
+  const fromHeader = header(request, VERIFY_HEADER)
+  let verify: SplitRequestOptions['verify']
+  if (asked !== undefined) verify = typeof asked === 'number' ? { rate: asked } : { rate: asked.rate ?? 0, canaries: asked.canaries }
+  else if (fromHeader !== undefined) {
+    const rate = fromHeader.length <= 32 && /^[0-9.eE+-]+$/.test(fromHeader) ? Number(fromHeader) : NaN
+    if (!(rate >= 0 && rate <= 1)) throw new PermagentError('ERR_INVALID_INPUT', `the ${VERIFY_HEADER} header is a fraction of steps in 0..1; got "${fromHeader.slice(0, 32)}"`)
+    verify = { rate }
+  }
+  const quantization = body.permagent?.activations
+  if (verify === undefined && quantization === undefined) return {}
+  return { split: { ...(verify !== undefined ? { verify } : {}), ...(quantization !== undefined ? { quantization } : {}) } }
+}
+
 function samplingOf (body: { temperature?: number | null, top_p?: number | null, seed?: number | null }): { temperature: number, topP?: number, seed?: number } {
   return {
     temperature: body.temperature ?? 1,
@@ -90,12 +132,25 @@ function usageOf (result: ProviderResult): { prompt_tokens: number, completion_t
   return { prompt_tokens: result.promptTokens, completion_tokens: result.completionTokens, total_tokens: result.promptTokens + result.completionTokens }
 }
 
-/** The route as response headers: which provider answered and what left the machine. */
+/**
+ * The route as response headers: which provider answered and what left the machine; with
+ * verification, its rate, the checks made, the checks that found no second server and the servers
+ * caught answering wrongly (the body's `permagent.faults` says which and how).
+ */
 function routeHeaders (route: RouteReport): Record<string, string> {
+  const verification = route.verification
   return {
     'x-permagent-provider': route.provider,
     'x-permagent-privacy': route.privacy,
-    ...(route.team !== undefined ? { 'x-permagent-team': route.team } : {})
+    ...(route.team !== undefined ? { 'x-permagent-team': route.team } : {}),
+    ...(verification !== undefined
+      ? {
+          [VERIFY_HEADER]: String(verification.rate),
+          'x-permagent-faults': String((route.faults ?? verification.faults).length),
+          'x-permagent-checks': String(verification.hops.reduce((n, hop) => n + hop.checks, 0)),
+          'x-permagent-verify-unavailable': String(verification.hops.reduce((n, hop) => n + hop.unavailable, 0))
+        }
+      : {})
   }
 }
 
@@ -142,14 +197,13 @@ export const openaiRoutes: Route[] = [
   {
     method: 'GET',
     path: '/v1/models',
-    handler: async ({ node, request, signal }) => {
-      const resolver = await resolverOf(node)
+    handler: async ({ node, request, signal }) => await withNodeProviders(node, async (resolver) => {
       const models = await resolver.models(policyOf(request, {}), signal)
       return {
         object: 'list',
         data: models.map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: 'permagent', permagent: { provider: m.provider, kind: m.kind, privacy: m.privacy } }))
       }
-    }
+    })
   },
   {
     method: 'POST',
@@ -157,36 +211,37 @@ export const openaiRoutes: Route[] = [
     maxBodyBytes: 8 * 1024 * 1024,
     handler: async ({ node, body, request, response, signal }) => {
       const b = parseBody(chatBody, body)
-      const resolver = await resolverOf(node)
       const messages = chatMessages(b.messages)
       const id = `chatcmpl-${randomBytes(12).toString('hex')}`
       const created = Math.floor(Date.now() / 1000)
       const maxTokens = b.max_completion_tokens ?? b.max_tokens ?? DEFAULT_MAX_TOKENS
-      const base = { model: b.model, messages, maxTokens, sampling: samplingOf(b), ...policyOf(request, b) }
-      if (b.stream === true) {
-        return await streamAnswer(response, async (events) => {
-          const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [{ index: 0, delta, finish_reason: finish }], ...extra })
-          const result = await resolver.generate({
-            ...base,
-            onRoute: (route) => { events.start(route); events.send(chunk({ role: 'assistant', content: '' }, null, { permagent: route })) },
-            onToken: (e) => { if (e.text !== '') events.send(chunk({ content: e.text }, null)) }
-          }, signal)
-          events.send(chunk({}, finishReason(result.finishReason), { permagent: result.route }))
-          if (b.stream_options?.include_usage === true) events.send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: usageOf(result) })
-          events.send('[DONE]')
-        })
-      }
-      const result = await resolver.generate(base, signal)
-      for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
-      return {
-        id,
-        object: 'chat.completion',
-        created,
-        model: b.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: usageOf(result),
-        permagent: result.route
-      }
+      const base = { model: b.model, messages, maxTokens, sampling: samplingOf(b), ...policyOf(request, b), ...splitOf(request, b) }
+      return await withNodeProviders(node, async (resolver) => {
+        if (b.stream === true) {
+          return await streamAnswer(response, async (events) => {
+            const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [{ index: 0, delta, finish_reason: finish }], ...extra })
+            const result = await resolver.generate({
+              ...base,
+              onRoute: (route) => { events.start(route); events.send(chunk({ role: 'assistant', content: '' }, null, { permagent: route })) },
+              onToken: (e) => { if (e.text !== '') events.send(chunk({ content: e.text }, null)) }
+            }, signal)
+            events.send(chunk({}, finishReason(result.finishReason), { permagent: result.route }))
+            if (b.stream_options?.include_usage === true) events.send({ id, object: 'chat.completion.chunk', created, model: b.model, choices: [], usage: usageOf(result) })
+            events.send('[DONE]')
+          })
+        }
+        const result = await resolver.generate(base, signal)
+        for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
+        return {
+          id,
+          object: 'chat.completion',
+          created,
+          model: b.model,
+          choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: finishReason(result.finishReason), logprobs: null }],
+          usage: usageOf(result),
+          permagent: result.route
+        }
+      })
     }
   },
   {
@@ -195,35 +250,36 @@ export const openaiRoutes: Route[] = [
     maxBodyBytes: 8 * 1024 * 1024,
     handler: async ({ node, body, request, response, signal }) => {
       const b = parseBody(completionBody, body)
-      const resolver = await resolverOf(node)
       const prompt = typeof b.prompt === 'string' ? b.prompt : b.prompt[0]
       const id = `cmpl-${randomBytes(12).toString('hex')}`
       const created = Math.floor(Date.now() / 1000)
-      const base = { model: b.model, prompt, maxTokens: b.max_tokens ?? 16, sampling: samplingOf(b), ...policyOf(request, b) }
-      if (b.stream === true) {
-        return await streamAnswer(response, async (events) => {
-          const chunk = (text: string, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'text_completion', created, model: b.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }], ...extra })
-          const result = await resolver.generate({
-            ...base,
-            onRoute: (route) => { events.start(route) },
-            onToken: (e) => { if (e.text !== '') events.send(chunk(e.text, null)) }
-          }, signal)
-          events.send(chunk('', finishReason(result.finishReason), { permagent: result.route }))
-          if (b.stream_options?.include_usage === true) events.send({ id, object: 'text_completion', created, model: b.model, choices: [], usage: usageOf(result) })
-          events.send('[DONE]')
-        })
-      }
-      const result = await resolver.generate(base, signal)
-      for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
-      return {
-        id,
-        object: 'text_completion',
-        created,
-        model: b.model,
-        choices: [{ index: 0, text: result.text, finish_reason: finishReason(result.finishReason), logprobs: null }],
-        usage: usageOf(result),
-        permagent: result.route
-      }
+      const base = { model: b.model, prompt, maxTokens: b.max_tokens ?? 16, sampling: samplingOf(b), ...policyOf(request, b), ...splitOf(request, b) }
+      return await withNodeProviders(node, async (resolver) => {
+        if (b.stream === true) {
+          return await streamAnswer(response, async (events) => {
+            const chunk = (text: string, finish: string | null, extra: Record<string, unknown> = {}): unknown => ({ id, object: 'text_completion', created, model: b.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }], ...extra })
+            const result = await resolver.generate({
+              ...base,
+              onRoute: (route) => { events.start(route) },
+              onToken: (e) => { if (e.text !== '') events.send(chunk(e.text, null)) }
+            }, signal)
+            events.send(chunk('', finishReason(result.finishReason), { permagent: result.route }))
+            if (b.stream_options?.include_usage === true) events.send({ id, object: 'text_completion', created, model: b.model, choices: [], usage: usageOf(result) })
+            events.send('[DONE]')
+          })
+        }
+        const result = await resolver.generate(base, signal)
+        for (const [name, value] of Object.entries(routeHeaders(result.route))) response.setHeader(name, value)
+        return {
+          id,
+          object: 'text_completion',
+          created,
+          model: b.model,
+          choices: [{ index: 0, text: result.text, finish_reason: finishReason(result.finishReason), logprobs: null }],
+          usage: usageOf(result),
+          permagent: result.route
+        }
+      })
     }
   }
 ]
