@@ -239,7 +239,7 @@ interface ServerHandle {
   port: number
   echoPort: number
   stop: () => Promise<void>
-  /** A crash: its connections drop with whatever is in flight. */
+  /** After its connections were cut: it goes away (a step in flight finishes, its reply goes nowhere). */
   kill: () => Promise<void>
 }
 
@@ -247,7 +247,9 @@ async function startServer (dir: string, index: number, dataDir: string, model: 
   const nodeDir = join(dir, `server-${index}`)
   if (serversOn === 'threads') {
     const thread = await startLayerServerThread({ nodeDir, modelDataDir: dataDir, model, layers, threads, maxLength })
-    return { ...thread, kill: async () => { await thread.kill() } }
+    // not worker.terminate(): ending the thread inside an onnxruntime run aborts the process
+    // (Napi::Error); the client's side of its connections is cut first, which is the crash it sees
+    return { ...thread, kill: thread.stop }
   }
   const node = await createPermagent({ dataDir: nodeDir, network: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, targetPeers: 0 } })
   await node.start()

@@ -29,8 +29,6 @@ export interface LayerServerThread {
   echoPort: number
   /** Stops the server and its node, then the thread. */
   stop: () => Promise<void>
-  /** Ends the thread at once, like a crashed process (its sockets close with it). */
-  kill: () => Promise<void>
 }
 
 type Ready = { type: 'ready', peerId: string, address: string, port: number, echoPort: number } | { type: 'error', message: string } | { type: 'stopped' }
@@ -55,11 +53,6 @@ export async function startLayerServerThread (options: LayerServerThreadOptions)
       const stopped = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
       worker.postMessage('stop')
       await stopped
-    },
-    async kill () {
-      if (ended) return
-      ended = true
-      await worker.terminate()
     }
   }
 }
