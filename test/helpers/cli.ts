@@ -89,3 +89,22 @@ export async function startDaemon (dataDir: string, extraArgs: string[] = [], op
 export async function removeDir (dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true })
 }
+
+/**
+ * `count` fresh data dirs, each holding the same synthetic tiny model (4 layers) as "tiny": one
+ * checkpoint made with `model synth`, imported into each through the CLI. All are removed after
+ * the test.
+ */
+export async function tinyModelDirs (t: { after: (fn: () => Promise<void>) => void }, count: number, options: { seed?: number, prefix?: string } = {}): Promise<string[]> {
+  const checkpoint = await tempDataDir(options.prefix ?? 'permagent-tiny-model-')
+  const dirs: string[] = []
+  for (let i = 0; i < count; i++) dirs.push(await tempDataDir())
+  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
+  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', String(options.seed ?? 7), '--out', join(checkpoint, 'tiny')])
+  if (synth.code !== 0) throw new Error(`model synth failed: ${synth.stderr}`)
+  for (const dir of dirs) {
+    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
+    if (imported.code !== 0) throw new Error(`model import failed: ${imported.stderr}`)
+  }
+  return dirs
+}

@@ -1,22 +1,13 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { connectToDaemon } from '../../src/client/index.ts'
 import { waitFor } from '../../src/util/wait-for.ts'
-import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
+import { runCli, runCliJson, startDaemon, tinyModelDirs } from '../helpers/cli.ts'
 
 interface Serving { serving: { stats: { sessions: number, steps: number, state: string, handoffs: { out: number, in: number, resumed: number } } } | null }
 
 test('three daemons: /api/drain moves a live mesh generation from one layer server to the other (the run ends as a local run does, nothing replayed); `permagent drain` reports and checks its input', async (t) => {
-  const checkpoint = await tempDataDir('permagent-drain-model-')
-  const dirs = [await tempDataDir(), await tempDataDir(), await tempDataDir()]
-  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
-  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', '7', '--out', join(checkpoint, 'tiny')])
-  assert.equal(synth.code, 0, synth.stderr)
-  for (const dir of dirs) {
-    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
-    assert.equal(imported.code, 0, imported.stderr)
-  }
+  const dirs = await tinyModelDirs(t, 3, { prefix: 'permagent-drain-model-' })
   const client = await startDaemon(dirs[0])
   const serverB = await startDaemon(dirs[1], ['--bootstrap', client.info.addresses[0]])
   // the two servers are connected too: the drain streams the session from one to the other

@@ -1,8 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { waitFor } from '../../src/util/wait-for.ts'
-import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
+import { runCli, runCliJson, startDaemon, tinyModelDirs } from '../helpers/cli.ts'
 
 // the tiny synthetic model: 4 layers, so the middle is layers 1 and 2; one layer of weights is
 // 184,832 bytes f32 and its KV 256 bytes a position: --memory 400000 with one session of 512
@@ -10,15 +9,7 @@ import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../help
 const ONE_LAYER = ['--memory', '400000', '--max-sessions', '1', '--max-length', '512']
 
 test('three daemons: `serve --layers auto` fills the gaps the pool announces, `model plan` describes the pool, `serve --stop` withdraws', async (t) => {
-  const checkpoint = await tempDataDir('permagent-plan-model-')
-  const dirs = [await tempDataDir(), await tempDataDir(), await tempDataDir()]
-  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
-  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', '7', '--out', join(checkpoint, 'tiny')])
-  assert.equal(synth.code, 0, synth.stderr)
-  for (const dir of dirs) {
-    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
-    assert.equal(imported.code, 0, imported.stderr)
-  }
+  const dirs = await tinyModelDirs(t, 3, { prefix: 'permagent-plan-model-' })
   const client = await startDaemon(dirs[0])
   const serverB = await startDaemon(dirs[1], ['--bootstrap', client.info.addresses[0]])
   const serverC = await startDaemon(dirs[2], ['--bootstrap', client.info.addresses[0]])

@@ -1,19 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { waitFor } from '../../src/util/wait-for.ts'
-import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
+import { runCli, runCliJson, startDaemon, tinyModelDirs } from '../helpers/cli.ts'
 
 test('three daemons: `serve` spans on two, `run --mesh` on the third equals a local run token for token', async (t) => {
-  const checkpoint = await tempDataDir('permagent-split-model-')
-  const dirs = [await tempDataDir(), await tempDataDir(), await tempDataDir()]
-  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
-  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', '7', '--out', join(checkpoint, 'tiny')])
-  assert.equal(synth.code, 0, synth.stderr)
-  for (const dir of dirs) {
-    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
-    assert.equal(imported.code, 0, imported.stderr)
-  }
+  const dirs = await tinyModelDirs(t, 3, { prefix: 'permagent-split-model-' })
   const client = await startDaemon(dirs[0])
   const serverB = await startDaemon(dirs[1], ['--bootstrap', client.info.addresses[0]])
   const serverC = await startDaemon(dirs[2], ['--bootstrap', client.info.addresses[0]])

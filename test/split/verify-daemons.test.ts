@@ -1,19 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { waitFor } from '../../src/util/wait-for.ts'
-import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
+import { runCli, runCliJson, startDaemon, tinyModelDirs } from '../helpers/cli.ts'
 
 test('four daemons: `run --mesh --verify 1` checks the span that has two servers, reports it in the JSON, and equals a local run', async (t) => {
-  const checkpoint = await tempDataDir('permagent-verify-model-')
-  const dirs = [await tempDataDir(), await tempDataDir(), await tempDataDir(), await tempDataDir()]
-  t.after(async () => { for (const dir of [checkpoint, ...dirs]) await removeDir(dir) })
-  const synth = await runCli(['model', 'synth', '--shape', 'tiny', '--seed', '7', '--out', join(checkpoint, 'tiny')])
-  assert.equal(synth.code, 0, synth.stderr)
-  for (const dir of dirs) {
-    const imported = await runCli(['model', 'import', join(checkpoint, 'tiny'), '--name', 'tiny', '--data-dir', dir])
-    assert.equal(imported.code, 0, imported.stderr)
-  }
+  const dirs = await tinyModelDirs(t, 4, { prefix: 'permagent-verify-model-' })
   const client = await startDaemon(dirs[0])
   const servers = [await startDaemon(dirs[1], ['--bootstrap', client.info.addresses[0]]), await startDaemon(dirs[2], ['--bootstrap', client.info.addresses[0]]), await startDaemon(dirs[3], ['--bootstrap', client.info.addresses[0]])]
   t.after(async () => { await client.kill(); for (const server of servers) await server.kill() })
