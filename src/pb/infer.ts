@@ -15,6 +15,8 @@ export interface InferOpen {
   layerEnd: number
   maxLength: number
   resume?: boolean
+  pushTo?: string
+  upstream?: string
 }
 
 let _InferOpenCodec: Codec<InferOpen>
@@ -51,6 +53,16 @@ export interface InferOpenMaxLengthFieldEvent {
 export interface InferOpenResumeFieldEvent {
   field: '$.resume'
   value: boolean
+}
+
+export interface InferOpenPushToFieldEvent {
+  field: '$.pushTo'
+  value: string
+}
+
+export interface InferOpenUpstreamFieldEvent {
+  field: '$.upstream'
+  value: string
 }
 
 export const InferOpen = {
@@ -94,6 +106,16 @@ export const InferOpen = {
         if (obj.resume != null) {
           w.uint32(56)
           w.bool(obj.resume)
+        }
+
+        if (obj.pushTo != null) {
+          w.uint32(66)
+          w.string(obj.pushTo)
+        }
+
+        if (obj.upstream != null) {
+          w.uint32(74)
+          w.string(obj.upstream)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -141,6 +163,14 @@ export const InferOpen = {
             }
             case 7: {
               obj.resume = reader.bool()
+              break
+            }
+            case 8: {
+              obj.pushTo = reader.string()
+              break
+            }
+            case 9: {
+              obj.upstream = reader.string()
               break
             }
             default: {
@@ -207,6 +237,20 @@ export const InferOpen = {
               }
               break
             }
+            case 8: {
+              yield {
+                field: `${prefix}.pushTo`,
+                value: reader.string()
+              }
+              break
+            }
+            case 9: {
+              yield {
+                field: `${prefix}.upstream`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -227,7 +271,7 @@ export const InferOpen = {
     return decodeMessage(buf, InferOpen.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpen>): Generator<InferOpenSessionIdFieldEvent | InferOpenConfigSha256FieldEvent | InferOpenWeightsSha256FieldEvent | InferOpenLayerStartFieldEvent | InferOpenLayerEndFieldEvent | InferOpenMaxLengthFieldEvent | InferOpenResumeFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpen>): Generator<InferOpenSessionIdFieldEvent | InferOpenConfigSha256FieldEvent | InferOpenWeightsSha256FieldEvent | InferOpenLayerStartFieldEvent | InferOpenLayerEndFieldEvent | InferOpenMaxLengthFieldEvent | InferOpenResumeFieldEvent | InferOpenPushToFieldEvent | InferOpenUpstreamFieldEvent> {
     return streamMessage(buf, InferOpen.codec(), opts)
   }
 }
@@ -235,6 +279,7 @@ export const InferOpen = {
 export interface InferStep {
   sessionId: string
   frame: Uint8Array<ArrayBuffer>
+  pushedStep?: number
 }
 
 let _InferStepCodec: Codec<InferStep>
@@ -246,6 +291,11 @@ export interface InferStepSessionIdFieldEvent {
 export interface InferStepFrameFieldEvent {
   field: '$.frame'
   value: Uint8Array<ArrayBuffer>
+}
+
+export interface InferStepPushedStepFieldEvent {
+  field: '$.pushedStep'
+  value: number
 }
 
 export const InferStep = {
@@ -264,6 +314,11 @@ export const InferStep = {
         if ((obj.frame != null && obj.frame.byteLength > 0)) {
           w.uint32(18)
           w.bytes(obj.frame)
+        }
+
+        if (obj.pushedStep != null) {
+          w.uint32(24)
+          w.uint32(obj.pushedStep)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -287,6 +342,10 @@ export const InferStep = {
             }
             case 2: {
               obj.frame = reader.bytes()
+              break
+            }
+            case 3: {
+              obj.pushedStep = reader.uint32()
               break
             }
             default: {
@@ -318,6 +377,13 @@ export const InferStep = {
               }
               break
             }
+            case 3: {
+              yield {
+                field: `${prefix}.pushedStep`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -338,7 +404,7 @@ export const InferStep = {
     return decodeMessage(buf, InferStep.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferStep>): Generator<InferStepSessionIdFieldEvent | InferStepFrameFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferStep>): Generator<InferStepSessionIdFieldEvent | InferStepFrameFieldEvent | InferStepPushedStepFieldEvent> {
     return streamMessage(buf, InferStep.codec(), opts)
   }
 }
@@ -537,6 +603,16 @@ export interface InferRequestOpenResumeFieldEvent {
   value: boolean
 }
 
+export interface InferRequestOpenPushToFieldEvent {
+  field: '$.open.pushTo'
+  value: string
+}
+
+export interface InferRequestOpenUpstreamFieldEvent {
+  field: '$.open.upstream'
+  value: string
+}
+
 export interface InferRequestStepSessionIdFieldEvent {
   field: '$.step.sessionId'
   value: string
@@ -545,6 +621,11 @@ export interface InferRequestStepSessionIdFieldEvent {
 export interface InferRequestStepFrameFieldEvent {
   field: '$.step.frame'
   value: Uint8Array<ArrayBuffer>
+}
+
+export interface InferRequestStepPushedStepFieldEvent {
+  field: '$.step.pushedStep'
+  value: number
 }
 
 export interface InferRequestCloseSessionIdFieldEvent {
@@ -679,7 +760,7 @@ export const InferRequest = {
     return decodeMessage(buf, InferRequest.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenSessionIdFieldEvent | InferRequestOpenConfigSha256FieldEvent | InferRequestOpenWeightsSha256FieldEvent | InferRequestOpenLayerStartFieldEvent | InferRequestOpenLayerEndFieldEvent | InferRequestOpenMaxLengthFieldEvent | InferRequestOpenResumeFieldEvent | InferRequestStepSessionIdFieldEvent | InferRequestStepFrameFieldEvent | InferRequestCloseSessionIdFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferRequest>): Generator<InferRequestOpenSessionIdFieldEvent | InferRequestOpenConfigSha256FieldEvent | InferRequestOpenWeightsSha256FieldEvent | InferRequestOpenLayerStartFieldEvent | InferRequestOpenLayerEndFieldEvent | InferRequestOpenMaxLengthFieldEvent | InferRequestOpenResumeFieldEvent | InferRequestOpenPushToFieldEvent | InferRequestOpenUpstreamFieldEvent | InferRequestStepSessionIdFieldEvent | InferRequestStepFrameFieldEvent | InferRequestStepPushedStepFieldEvent | InferRequestCloseSessionIdFieldEvent> {
     return streamMessage(buf, InferRequest.codec(), opts)
   }
 }
@@ -691,6 +772,7 @@ export interface InferOpened {
   maxStepRows: number
   positions?: number
   nextStep?: number
+  push?: boolean
 }
 
 let _InferOpenedCodec: Codec<InferOpened>
@@ -722,6 +804,11 @@ export interface InferOpenedPositionsFieldEvent {
 export interface InferOpenedNextStepFieldEvent {
   field: '$.nextStep'
   value: number
+}
+
+export interface InferOpenedPushFieldEvent {
+  field: '$.push'
+  value: boolean
 }
 
 export const InferOpened = {
@@ -760,6 +847,11 @@ export const InferOpened = {
         if (obj.nextStep != null) {
           w.uint32(48)
           w.uint32(obj.nextStep)
+        }
+
+        if (obj.push != null) {
+          w.uint32(56)
+          w.bool(obj.push)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -801,6 +893,10 @@ export const InferOpened = {
             }
             case 6: {
               obj.nextStep = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.push = reader.bool()
               break
             }
             default: {
@@ -860,6 +956,13 @@ export const InferOpened = {
               }
               break
             }
+            case 7: {
+              yield {
+                field: `${prefix}.push`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -880,7 +983,7 @@ export const InferOpened = {
     return decodeMessage(buf, InferOpened.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpened>): Generator<InferOpenedSessionIdFieldEvent | InferOpenedMaxLengthFieldEvent | InferOpenedHiddenSizeFieldEvent | InferOpenedMaxStepRowsFieldEvent | InferOpenedPositionsFieldEvent | InferOpenedNextStepFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferOpened>): Generator<InferOpenedSessionIdFieldEvent | InferOpenedMaxLengthFieldEvent | InferOpenedHiddenSizeFieldEvent | InferOpenedMaxStepRowsFieldEvent | InferOpenedPositionsFieldEvent | InferOpenedNextStepFieldEvent | InferOpenedPushFieldEvent> {
     return streamMessage(buf, InferOpened.codec(), opts)
   }
 }
@@ -993,6 +1096,117 @@ export const InferStepResult = {
 
   stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferStepResult>): Generator<InferStepResultFrameFieldEvent | InferStepResultComputeMsFieldEvent> {
     return streamMessage(buf, InferStepResult.codec(), opts)
+  }
+}
+
+export interface InferPushed {
+  step: number
+  computeMs: number
+}
+
+let _InferPushedCodec: Codec<InferPushed>
+export interface InferPushedStepFieldEvent {
+  field: '$.step'
+  value: number
+}
+
+export interface InferPushedComputeMsFieldEvent {
+  field: '$.computeMs'
+  value: number
+}
+
+export const InferPushed = {
+  codec: (): Codec<InferPushed> => {
+    if (_InferPushedCodec == null) {
+      _InferPushedCodec = message<InferPushed>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.step != null && obj.step !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.step)
+        }
+
+        if ((obj.computeMs != null && obj.computeMs !== 0)) {
+          w.uint32(17)
+          w.double(obj.computeMs)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          step: 0,
+          computeMs: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.step = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.computeMs = reader.double()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.step`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.computeMs`,
+                value: reader.double()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _InferPushedCodec
+  },
+
+  encode (obj: Partial<InferPushed>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, InferPushed.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPushed>): InferPushed {
+    return decodeMessage(buf, InferPushed.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPushed>): Generator<InferPushedStepFieldEvent | InferPushedComputeMsFieldEvent> {
+    return streamMessage(buf, InferPushed.codec(), opts)
   }
 }
 
@@ -1472,6 +1686,7 @@ export interface InferResponse {
   closed?: InferClosed
   error?: InferError
   info?: InferInfo
+  pushed?: InferPushed
 }
 
 let _InferResponseCodec: Codec<InferResponse>
@@ -1503,6 +1718,11 @@ export interface InferResponseOpenedPositionsFieldEvent {
 export interface InferResponseOpenedNextStepFieldEvent {
   field: '$.opened.nextStep'
   value: number
+}
+
+export interface InferResponseOpenedPushFieldEvent {
+  field: '$.opened.push'
+  value: boolean
 }
 
 export interface InferResponseResultFrameFieldEvent {
@@ -1575,6 +1795,16 @@ export interface InferResponseInfoMsPerLayerFieldEvent {
   value: number
 }
 
+export interface InferResponsePushedStepFieldEvent {
+  field: '$.pushed.step'
+  value: number
+}
+
+export interface InferResponsePushedComputeMsFieldEvent {
+  field: '$.pushed.computeMs'
+  value: number
+}
+
 export const InferResponse = {
   codec: (): Codec<InferResponse> => {
     if (_InferResponseCodec == null) {
@@ -1606,6 +1836,11 @@ export const InferResponse = {
         if (obj.info != null) {
           w.uint32(42)
           InferInfo.codec().encode(obj.info, w)
+        }
+
+        if (obj.pushed != null) {
+          w.uint32(50)
+          InferPushed.codec().encode(obj.pushed, w)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -1647,6 +1882,12 @@ export const InferResponse = {
             case 5: {
               obj.info = InferInfo.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.info
+              })
+              break
+            }
+            case 6: {
+              obj.pushed = InferPushed.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.pushed
               })
               break
             }
@@ -1700,6 +1941,13 @@ export const InferResponse = {
 
               break
             }
+            case 6: {
+              yield * InferPushed.codec().stream(reader, reader.uint32(), `${prefix}.pushed`, {
+                limits: opts.limits?.pushed
+              })
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -1720,8 +1968,262 @@ export const InferResponse = {
     return decodeMessage(buf, InferResponse.codec(), opts)
   },
 
-  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferResponse>): Generator<InferResponseOpenedSessionIdFieldEvent | InferResponseOpenedMaxLengthFieldEvent | InferResponseOpenedHiddenSizeFieldEvent | InferResponseOpenedMaxStepRowsFieldEvent | InferResponseOpenedPositionsFieldEvent | InferResponseOpenedNextStepFieldEvent | InferResponseResultFrameFieldEvent | InferResponseResultComputeMsFieldEvent | InferResponseClosedSessionIdFieldEvent | InferResponseErrorCodeFieldEvent | InferResponseErrorMessageFieldEvent | InferResponseErrorMovedToFieldEvent | InferResponseInfoConfigSha256FieldEvent | InferResponseInfoWeightsSha256FieldEvent | InferResponseInfoLayerStartFieldEvent | InferResponseInfoLayerEndFieldEvent | InferResponseInfoMaxLengthFieldEvent | InferResponseInfoMaxStepRowsFieldEvent | InferResponseInfoFreeSessionsFieldEvent | InferResponseInfoMsPerLayerFieldEvent> {
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferResponse>): Generator<InferResponseOpenedSessionIdFieldEvent | InferResponseOpenedMaxLengthFieldEvent | InferResponseOpenedHiddenSizeFieldEvent | InferResponseOpenedMaxStepRowsFieldEvent | InferResponseOpenedPositionsFieldEvent | InferResponseOpenedNextStepFieldEvent | InferResponseOpenedPushFieldEvent | InferResponseResultFrameFieldEvent | InferResponseResultComputeMsFieldEvent | InferResponseClosedSessionIdFieldEvent | InferResponseErrorCodeFieldEvent | InferResponseErrorMessageFieldEvent | InferResponseErrorMovedToFieldEvent | InferResponseInfoConfigSha256FieldEvent | InferResponseInfoWeightsSha256FieldEvent | InferResponseInfoLayerStartFieldEvent | InferResponseInfoLayerEndFieldEvent | InferResponseInfoMaxLengthFieldEvent | InferResponseInfoMaxStepRowsFieldEvent | InferResponseInfoFreeSessionsFieldEvent | InferResponseInfoMsPerLayerFieldEvent | InferResponsePushedStepFieldEvent | InferResponsePushedComputeMsFieldEvent> {
     return streamMessage(buf, InferResponse.codec(), opts)
+  }
+}
+
+export interface InferPush {
+  clientPeer: string
+  sessionId: string
+  frame: Uint8Array<ArrayBuffer>
+}
+
+let _InferPushCodec: Codec<InferPush>
+export interface InferPushClientPeerFieldEvent {
+  field: '$.clientPeer'
+  value: string
+}
+
+export interface InferPushSessionIdFieldEvent {
+  field: '$.sessionId'
+  value: string
+}
+
+export interface InferPushFrameFieldEvent {
+  field: '$.frame'
+  value: Uint8Array<ArrayBuffer>
+}
+
+export const InferPush = {
+  codec: (): Codec<InferPush> => {
+    if (_InferPushCodec == null) {
+      _InferPushCodec = message<InferPush>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.clientPeer != null && obj.clientPeer !== '')) {
+          w.uint32(10)
+          w.string(obj.clientPeer)
+        }
+
+        if ((obj.sessionId != null && obj.sessionId !== '')) {
+          w.uint32(18)
+          w.string(obj.sessionId)
+        }
+
+        if ((obj.frame != null && obj.frame.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.frame)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          clientPeer: '',
+          sessionId: '',
+          frame: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.clientPeer = reader.string()
+              break
+            }
+            case 2: {
+              obj.sessionId = reader.string()
+              break
+            }
+            case 3: {
+              obj.frame = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.clientPeer`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.sessionId`,
+                value: reader.string()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.frame`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _InferPushCodec
+  },
+
+  encode (obj: Partial<InferPush>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, InferPush.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPush>): InferPush {
+    return decodeMessage(buf, InferPush.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPush>): Generator<InferPushClientPeerFieldEvent | InferPushSessionIdFieldEvent | InferPushFrameFieldEvent> {
+    return streamMessage(buf, InferPush.codec(), opts)
+  }
+}
+
+export interface InferPushReply {
+  acceptedStep?: number
+  error?: InferError
+}
+
+let _InferPushReplyCodec: Codec<InferPushReply>
+export interface InferPushReplyAcceptedStepFieldEvent {
+  field: '$.acceptedStep'
+  value: number
+}
+
+export interface InferPushReplyErrorCodeFieldEvent {
+  field: '$.error.code'
+  value: string
+}
+
+export interface InferPushReplyErrorMessageFieldEvent {
+  field: '$.error.message'
+  value: string
+}
+
+export interface InferPushReplyErrorMovedToFieldEvent {
+  field: '$.error.movedTo'
+  value: string
+}
+
+export const InferPushReply = {
+  codec: (): Codec<InferPushReply> => {
+    if (_InferPushReplyCodec == null) {
+      _InferPushReplyCodec = message<InferPushReply>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.acceptedStep != null) {
+          w.uint32(8)
+          w.uint32(obj.acceptedStep)
+        }
+
+        if (obj.error != null) {
+          w.uint32(18)
+          InferError.codec().encode(obj.error, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.acceptedStep = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.error = InferError.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.error
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.acceptedStep`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 2: {
+              yield * InferError.codec().stream(reader, reader.uint32(), `${prefix}.error`, {
+                limits: opts.limits?.error
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _InferPushReplyCodec
+  },
+
+  encode (obj: Partial<InferPushReply>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, InferPushReply.codec())
+  },
+
+  decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPushReply>): InferPushReply {
+    return decodeMessage(buf, InferPushReply.codec(), opts)
+  },
+
+  stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InferPushReply>): Generator<InferPushReplyAcceptedStepFieldEvent | InferPushReplyErrorCodeFieldEvent | InferPushReplyErrorMessageFieldEvent | InferPushReplyErrorMovedToFieldEvent> {
+    return streamMessage(buf, InferPushReply.codec(), opts)
   }
 }
 

@@ -9,6 +9,8 @@ import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Log
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
 import { resumeHandedOffSession, sessionMovedTo, type Handoff } from './handoff-client.ts'
+import { PushChain, PushHopError } from './push-client.ts'
+import { PUSH_ERRORS } from './push-errors.ts'
 import { resolveVerifyOptions, RunVerifier, VerifyConflictError, type Fault, type ResolvedVerifyOptions, type StepCheck, type VerificationReport, type VerifyOptions } from './verify.ts'
 
 /** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
@@ -45,7 +47,23 @@ export interface MeshModelOptions {
   banMs?: number
   /** Checking servers: sampled re-runs on a second server, canaries (default off; docs/split-inference.md "Verification"). */
   verify?: VerifyOptions
+  /**
+   * Server-to-server push (default off; docs/split-inference.md "Push"): each middle server sends
+   * its output straight to the next one and only the last answers with activations. Needs two
+   * middle hops or more; off while verification is on (it checks every hop's outputs here).
+   */
+  push?: boolean
   logger?: Logger
+}
+
+/** How a generation used push (set when `push` was asked for). */
+export interface PushReport {
+  /** Steps that went server to server. */
+  steps: number
+  /** Why push was not used at all, if it was not. */
+  disabled: 'verification' | 'single-hop' | null
+  /** The step at which a failure turned the generation to client relaying (the chain rebuilt from the head's outputs). */
+  fallback: { step: number, hop: number | null, code: string } | null
 }
 
 export interface Failover {
@@ -65,6 +83,8 @@ export interface MeshGenerateResult extends GenerateResult {
   faults?: Fault[]
   /** With verification on: what it checked and cost, and how often the generation was run again. */
   verification?: VerificationReport & { regenerated: number }
+  /** With `push` asked for: how the generation used it. */
+  push?: PushReport
 }
 
 interface HopSession {
@@ -97,6 +117,8 @@ export class MeshModel implements TextGenerator {
   readonly tail: Stage
   readonly chain: readonly MeshHop[]
   readonly quantization: UsxfQuantization
+  /** Server-to-server push asked for (docs/split-inference.md "Push"). */
+  readonly push: boolean
   private readonly libp2p: Libp2p
   private readonly timeouts: MeshTimeouts
   private readonly banMs: number
@@ -115,6 +137,7 @@ export class MeshModel implements TextGenerator {
     this.tail = tail
     this.chain = options.chain.map((hop) => ({ start: hop.start, end: hop.end, peers: [...hop.peers] }))
     this.quantization = options.quantization ?? 'f16'
+    this.push = options.push === true
     this.libp2p = options.libp2p
     this.timeouts = { dialMs: 10_000, replyMs: 30_000, ...options.timeouts }
     this.banMs = options.banMs ?? 60_000
@@ -199,7 +222,7 @@ export class MeshModel implements TextGenerator {
   }
 
   private async decodeLoop (request: GenerateRequest, promptTokens: number[], session: MeshRun): Promise<MeshGenerateResult> {
-    const result = { ...await runGeneration(this, request, promptTokens, session), ...(session.handoffs.length > 0 ? { handoffs: session.handoffs } : {}) }
+    const result = { ...await runGeneration(this, request, promptTokens, session), ...(session.handoffs.length > 0 ? { handoffs: session.handoffs } : {}), ...(session.pushReport !== null ? { push: session.pushReport } : {}) }
     const report = await session.finishVerification()
     if (report === null) return { ...result, failovers: session.failovers }
     return { ...result, failovers: session.failovers, faults: report.faults, verification: { ...report, regenerated: 0 } }
@@ -273,8 +296,11 @@ class MeshRun {
   readonly tokens: number[] = []
   readonly failovers: Failover[] = []
   readonly handoffs: Handoff[] = []
+  /** Set when push was asked for. */
+  readonly pushReport: PushReport | null
   private readonly model: MeshModel
-  private readonly id = randomBytes(12).toString('hex')
+  // a fallback from push opens fresh sessions under a new id (the old ones may still be releasing)
+  private id = randomBytes(12).toString('hex')
   private readonly headCache: KvCache
   private readonly tailCache: KvCache
   private readonly hops: HopSession[]
@@ -285,6 +311,11 @@ class MeshRun {
   private readonly verifier: RunVerifier | null
   /** Generation steps run so far (0 = the prompt). */
   private steps = 0
+  /** Push mode: until a failure turns the generation to relaying. */
+  private pushing: boolean
+  private pushChain: PushChain | null = null
+  /** Push mode: the head's outputs, every step (what a fallback replays the whole chain from). */
+  private readonly headOutputs: Float32Array[] = []
 
   constructor (model: MeshModel, maxLength: number, plannedSteps: number, signal?: AbortSignal) {
     this.model = model
@@ -295,6 +326,9 @@ class MeshRun {
     this.signal = signal !== undefined ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal
     this.maxMessageBytes = maxInferMessageBytes(maxLength, model.manifest.spec.hiddenSize)
     this.verifier = model.verify.rate > 0 || model.verify.canaries > 0 ? this.newVerifier(plannedSteps) : null
+    const disabled = this.verifier !== null ? 'verification' : this.hops.length < 2 ? 'single-hop' : null
+    this.pushReport = model.push ? { steps: 0, disabled, fallback: null } : null
+    this.pushing = model.push && disabled === null
   }
 
   private newVerifier (plannedSteps: number): RunVerifier {
@@ -334,7 +368,8 @@ class MeshRun {
   async forward (tokens: readonly number[], allLogits: boolean): Promise<Float32Array> {
     await this.verifier?.beforeStep(this.steps)
     let hidden = (await this.model.head.run({ tokens }, this.headCache)).hidden as Float32Array
-    for (const hop of this.hops) hidden = await this.runHop(hop, hidden)
+    if (this.pushing) hidden = await this.pushStep(hidden)
+    else for (const hop of this.hops) hidden = await this.runHop(hop, hidden)
     const out = await this.model.tail.run({ hidden, allLogits }, this.tailCache)
     this.tokens.push(...tokens)
     this.steps++
@@ -409,6 +444,73 @@ class MeshRun {
     throw new SplitInferenceError(INFER_ERRORS.noRoute, `no server left for layers ${hop.hop.start}-${hop.hop.end}: ${errorMessage(lastError)}`, { cause: lastError })
   }
 
+  /** One step server to server; on any failure, the rest of the generation is relayed. */
+  private async pushStep (hidden: Float32Array): Promise<Float32Array> {
+    try {
+      if (this.pushChain === null) {
+        const peers = this.hops.map((hop) => this.model.candidates(hop.hop, new Set())[0])
+        if (peers.some((peer) => peer === undefined)) throw new SplitInferenceError(INFER_ERRORS.noRoute, 'a span has no server left to push to')
+        const { libp2p, timeouts } = this.model.wire
+        this.pushChain = await PushChain.open({
+          libp2p,
+          manifest: this.model.manifest,
+          quantization: this.model.quantization,
+          sessionId: this.id,
+          maxLength: this.maxLength,
+          maxMessageBytes: this.maxMessageBytes,
+          spans: this.hops.map((hop) => hop.hop),
+          peers,
+          dialMs: timeouts.dialMs,
+          replyMs: timeouts.replyMs,
+          signal: this.signal
+        })
+      }
+      const output = await this.pushChain.step(hidden)
+      this.headOutputs.push(hidden)
+      if (this.pushReport !== null) this.pushReport.steps++
+      return output
+    } catch (err) {
+      if (this.signal.aborted) throw err
+      return await this.fallBackFromPush(err, hidden)
+    }
+  }
+
+  /**
+   * Push failed: the client never saw the middle hops' inputs, so it rebuilds the whole chain in
+   * relayed mode from the head's stored outputs (fresh sessions, the failed server banned), this
+   * step included. Every hop's cache is then recomputed from the same inputs an uninterrupted run
+   * gave it, and the generation goes on relayed, with the usual per-hop failover.
+   */
+  private async fallBackFromPush (err: unknown, hidden: Float32Array): Promise<Float32Array> {
+    const { logger } = this.model.wire
+    this.pushing = false
+    this.pushChain?.abort(err instanceof Error ? err : new Error(String(err)))
+    this.pushChain = null
+    const blamed = err instanceof PushHopError ? err : null
+    const code = codeOf(err)
+    // a server that does not push is fine for relaying; any other failure bans the hop's server
+    if (blamed !== null && code !== PUSH_ERRORS.unsupported) this.model.ban(blamed.peer)
+    const past = this.headOutputs.splice(0)
+    const replayed = past.reduce((n, rows) => n + rows.length, 0) / this.model.manifest.spec.hiddenSize
+    logger.warn({ hop: blamed?.hop, peer: blamed?.peer.toString(), code, err: errorMessage(err), replayed }, 'push chain failed; relaying from here, the chain rebuilt from the head outputs')
+    if (this.pushReport !== null) this.pushReport.fallback = { step: this.steps, hop: blamed?.hop ?? null, code }
+    this.id = randomBytes(12).toString('hex')
+    for (const hop of this.hops) {
+      hop.channel = null
+      hop.peer = null
+      hop.nextStep = 0
+      hop.inputs = []
+      hop.positions = 0
+    }
+    let rows = this.concat([...past, hidden])
+    for (const hop of this.hops) rows = await this.runHop(hop, rows)
+    const replacement = blamed !== null ? this.hops[blamed.hop].peer : null
+    if (blamed !== null && replacement !== null && !replacement.equals(blamed.peer)) {
+      this.failovers.push({ hop: blamed.hop, from: blamed.peer.toString(), to: replacement.toString(), code, replayed })
+    }
+    return rows.subarray(rows.length - hidden.length)
+  }
+
   private concat (parts: Float32Array[]): Float32Array {
     const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
     let at = 0
@@ -474,6 +576,9 @@ class MeshRun {
   /** Closes every server session (best effort, bounded) and ends the streams. */
   async close (): Promise<void> {
     await this.verifier?.close()
+    const chain = this.pushChain
+    this.pushChain = null
+    await chain?.close()
     await Promise.allSettled(this.hops.map(async (hop) => {
       const channel = hop.channel
       if (channel === null) return

@@ -12,6 +12,11 @@ import { receiveHandoff } from './handoff-receive.ts'
 import { sendSessionState } from './handoff-send.ts'
 import { HANDOFF_MAX_MESSAGE_BYTES, HANDOFF_PROTOCOL, HandoffWire } from './handoff-wire.ts'
 import { aligned, bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
+import { parsePeerField } from './push-errors.ts'
+import { PushInbox } from './push-inbox.ts'
+import { servePushStream } from './push-receive.ts'
+import { PushSender } from './push-send.ts'
+import { PUSH_BACKLOG, PUSH_MESSAGE_SLACK, PUSH_PROTOCOL } from './push-wire.ts'
 
 export interface LayerServerLimits {
   /** Sessions held at once, over all clients (default 16). */
@@ -30,6 +35,12 @@ export interface LayerServerLimits {
   maxInboundHandoffs: number
   /** Deadline for the whole hand-off of one session, either side (default 5 min). */
   handoffTimeoutMs: number
+  /** Push: deadline for one push to the next server, dial + send + its accept (default 10 s). */
+  pushTimeoutMs: number
+  /** Push: how long a pushed step waits for its input from the upstream server (default 30 s). */
+  pushWaitMs: number
+  /** Inbound push streams at once (default maxSessions + 4). */
+  maxInboundPushStreams: number
 }
 
 export interface LayerServerOptions {
@@ -95,6 +106,8 @@ export interface LayerServerStats {
   adopted: number
   /** out: sessions this server handed off; in: adopted here; resumed: adopted and bound by their client; expired: adopted, never claimed. */
   handoffs: { out: number, in: number, resumed: number, expired: number }
+  /** Push: outputs pushed to the next server, pushes taken from upstream, pushes refused (forged, unknown session, out of order). */
+  pushes: { sent: number, received: number, refused: number }
 }
 
 export interface LayerServer {
@@ -131,6 +144,10 @@ interface ServerSession {
   movedTo: PeerId | null
   /** The client was told (or its stream ended). */
   told: boolean
+  /** Push: where each step's output goes (the next hop's server), instead of the reply. */
+  pushSender: PushSender | null
+  /** Push: the inputs the named upstream server pushed; steps then carry no frame. */
+  inbox: PushInbox | null
 }
 
 /** Refusals that any other session would get from the same target too: a drain stops trying after one. */
@@ -156,7 +173,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
   const sessions = new Map<string, ServerSession>()
   const streams = new Set<AbortController>()
   const running = new Set<Promise<void>>()
-  const counters = { opened: 0, steps: 0, errors: {} as Record<string, number>, handoffs: { out: 0, in: 0, resumed: 0, expired: 0 } }
+  const counters = { opened: 0, steps: 0, errors: {} as Record<string, number>, handoffs: { out: 0, in: 0, resumed: 0, expired: 0 }, pushes: { sent: 0, received: 0, refused: 0 } }
   let limits: LayerServerLimits = {
     maxSessions: 16,
     maxLength: 2048,
@@ -166,6 +183,9 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     maxInboundStreams: 20,
     maxInboundHandoffs: 2,
     handoffTimeoutMs: 300_000,
+    pushTimeoutMs: 10_000,
+    pushWaitMs: 30_000,
+    maxInboundPushStreams: 20,
     ...options.limits
   }
   let stage: Stage | null = null
@@ -211,19 +231,26 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     if (!(options.acceptFrom?.(peer) ?? true)) throw fail(INFER_ERRORS.peerRefused, 'this server does not take sessions from this peer')
     if (draining) throw fail(HANDOFF_ERRORS.draining, 'this server is draining: it takes no new sessions')
     const key = `${peer.toString()}/${request.sessionId}`
+    const wantsPush = (request.pushTo ?? '') !== '' || (request.upstream ?? '') !== ''
+    if (request.resume === true && wantsPush) throw fail(INFER_ERRORS.protocol, 'a resumed session is relayed by its client: no push_to or upstream')
     if (request.resume === true) return resume(request, peer, key)
+    const pushTo = (request.pushTo ?? '') !== '' ? parsePeerField(request.pushTo as string, 'push_to') : null
+    const upstream = (request.upstream ?? '') !== '' ? parsePeerField(request.upstream as string, 'upstream') : null
+    if (pushTo?.equals(options.libp2p.peerId) === true || upstream?.equals(options.libp2p.peerId) === true) throw fail(INFER_ERRORS.invalidMessage, 'a server does not push to itself')
     if (sessions.has(key) || adopted.holder(key)?.state === 'reserved') throw fail(INFER_ERRORS.sessionExists, `session ${request.sessionId} is open on another stream`)
     // the client replays this session into a fresh one (its resume failed): the adopted copy goes
     adopted.drop(key)
     if (held() >= limits.maxSessions) throw fail(INFER_ERRORS.serverFull, `this server holds ${held()} sessions, its limit`)
     const session = newSession(request.sessionId, key, peer, s.newCache(), request.maxLength, 0)
+    if (pushTo !== null) session.pushSender = new PushSender({ libp2p: options.libp2p, to: pushTo, client: peer, sessionId: request.sessionId, maxMessageBytes: maxMessageBytes + PUSH_MESSAGE_SLACK, timeoutMs: limits.pushTimeoutMs })
+    if (upstream !== null) session.inbox = new PushInbox(upstream, PUSH_BACKLOG)
     sessions.set(key, session)
     counters.opened++
-    return { session, response: { opened: { sessionId: session.id, maxLength: session.maxLength, hiddenSize: m.spec.hiddenSize, maxStepRows: limits.maxStepRows } } }
+    return { session, response: { opened: { sessionId: session.id, maxLength: session.maxLength, hiddenSize: m.spec.hiddenSize, maxStepRows: limits.maxStepRows, ...(wantsPush ? { push: true } : {}) } } }
   }
 
   const newSession = (id: string, key: string, client: PeerId, cache: KvCache, maxLength: number, nextStep: number): ServerSession =>
-    ({ id, key, client, cache, maxLength, nextStep, inFlight: null, handoff: null, movedTo: null, told: false })
+    ({ id, key, client, cache, maxLength, nextStep, inFlight: null, handoff: null, movedTo: null, told: false, pushSender: null, inbox: null })
 
   /** Binds a session another server handed here to its client's new stream; it continues where it was. */
   const resume = (request: InferOpen, peer: PeerId, key: string): { session: ServerSession, response: InferResponse } => {
@@ -246,8 +273,17 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     }
   }
 
-  const step = async (request: InferStep, session: ServerSession | null): Promise<InferResponse> => {
+  const step = async (request: InferStep, session: ServerSession | null, signal: AbortSignal): Promise<InferResponse> => {
     if (session === null || session.id !== request.sessionId) throw fail(INFER_ERRORS.unknownSession, `no session ${request.sessionId.slice(0, 128)} on this stream`)
+    let frame: Uint8Array = request.frame
+    if (session.inbox !== null) {
+      // push: the input comes from the upstream server the client named, never from the client
+      if (request.pushedStep == null || request.frame.byteLength > 0) throw fail(INFER_ERRORS.protocol, 'this session takes its inputs pushed by its upstream server: a step names pushed_step and carries no frame')
+      if (request.pushedStep !== session.nextStep) throw fail(INFER_ERRORS.outOfOrder, `expected step ${session.nextStep}, got ${request.pushedStep}`)
+      frame = await session.inbox.take(request.pushedStep, limits.pushWaitMs, signal)
+    } else if (request.pushedStep != null) {
+      throw fail(INFER_ERRORS.protocol, 'no upstream server was named for this session: a step carries its frame')
+    }
     // a hand-off holds the session's steps until it ends, one way or the other
     while (session.handoff !== null) await session.handoff
     if (session.movedTo !== null) {
@@ -257,16 +293,22 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     let finished = (): void => {}
     session.inFlight = new Promise((resolve) => { finished = resolve })
     try {
-      return await runStep(request, session)
+      const response = await runStep(frame, session)
+      const sender = session.pushSender
+      if (sender === null) return response
+      const result = response.result as { frame: Uint8Array, computeMs: number }
+      const pushed = session.nextStep - 1
+      await sender.push(result.frame, pushed, signal)
+      counters.pushes.sent++
+      return { pushed: { step: pushed, computeMs: result.computeMs } }
     } finally {
       session.inFlight = null
       finished()
     }
   }
 
-  const runStep = async (request: InferStep, session: ServerSession): Promise<InferResponse> => {
+  const runStep = async (bytes: Uint8Array, session: ServerSession): Promise<InferResponse> => {
     const m = manifest as ModelManifest
-    const bytes = request.frame
     if (bytes.byteLength >= FRAME_HEADER_BYTES && bytes[0] === 0x55 && bytes[1] === 0x58) {
       // refuse an oversize tensor from its header, before decoding the payload
       const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -314,6 +356,8 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     const channel = new MessageChannel(INFER_PROTOCOL, stream, peer, maxMessageBytes)
     let session: ServerSession | null = null
     const release = (): void => {
+      session?.inbox?.close()
+      session?.pushSender?.close()
       if (session !== null && sessions.get(session.key) === session) sessions.delete(session.key)
       if (session !== null && session.movedTo !== null) {
         session.told = true
@@ -349,7 +393,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
             session = opened.session
             response = opened.response
           } else if (kind === 'step') {
-            response = await step(request.step as InferStep, session)
+            response = await step(request.step as InferStep, session, controller.signal)
           } else if (kind === 'info') {
             response = { info: info() }
           } else {
@@ -373,6 +417,32 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       release()
       streams.delete(controller)
       await channel.close(AbortSignal.timeout(limits.writeTimeoutMs)).catch(() => {})
+    }
+  }
+
+  /** Takes the pushes of one upstream server: into the inboxes of the sessions that name it. */
+  const servePush = async (stream: Stream, connection: Connection): Promise<void> => {
+    const channel = new MessageChannel(PUSH_PROTOCOL, stream, connection.remotePeer, maxMessageBytes + PUSH_MESSAGE_SLACK)
+    const controller = new AbortController()
+    streams.add(controller)
+    try {
+      await servePushStream(channel, {
+        find: (clientPeer, sessionId) => {
+          const session = sessions.get(`${clientPeer}/${sessionId}`)
+          return session !== undefined && session.movedTo === null ? session.inbox : null
+        },
+        idleTimeoutMs: limits.idleTimeoutMs,
+        writeTimeoutMs: limits.writeTimeoutMs,
+        signal: controller.signal,
+        logger,
+        accepted: () => { counters.pushes.received++ },
+        refused: (code) => {
+          counters.pushes.refused++
+          counters.errors[code] = (counters.errors[code] ?? 0) + 1
+        }
+      })
+    } finally {
+      streams.delete(controller)
     }
   }
 
@@ -534,7 +604,8 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
         ...limits,
         maxLength,
         maxStepRows: Math.min(options.limits?.maxStepRows ?? maxLength, maxLength),
-        maxInboundStreams: options.limits?.maxInboundStreams ?? limits.maxSessions + 4
+        maxInboundStreams: options.limits?.maxInboundStreams ?? limits.maxSessions + 4,
+        maxInboundPushStreams: options.limits?.maxInboundPushStreams ?? limits.maxSessions + 4
       }
       for (const [name, value] of Object.entries(limits)) {
         if (!Number.isInteger(value) || value < 1) throw new InvalidInputError(`limit ${name} must be a positive integer`)
@@ -553,8 +624,15 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
           running.add(received)
           try { await received } finally { running.delete(received) }
         }, { maxInboundStreams: limits.maxInboundHandoffs })
+        await options.libp2p.handle(PUSH_PROTOCOL, async (stream, connection) => {
+          const received = servePush(stream, connection)
+          running.add(received)
+          try { await received } finally { running.delete(received) }
+        }, { maxInboundStreams: limits.maxInboundPushStreams })
       } catch (err) {
         await options.libp2p.unhandle(INFER_PROTOCOL).catch(() => {})
+        await options.libp2p.unhandle(HANDOFF_PROTOCOL).catch(() => {})
+        await options.libp2p.unhandle(PUSH_PROTOCOL).catch(() => {})
         await opened.close()
         throw err
       }
@@ -573,6 +651,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       try {
         await options.libp2p.unhandle(INFER_PROTOCOL)
         await options.libp2p.unhandle(HANDOFF_PROTOCOL)
+        await options.libp2p.unhandle(PUSH_PROTOCOL)
         stopped.abort(new Error('the layer server stopped'))
         for (const controller of streams) controller.abort(new Error('the layer server stopped'))
         // a step or hand-off in flight finishes before its stage is released
@@ -595,7 +674,8 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       msPerLayer,
       state: stage === null ? 'stopped' : draining ? 'draining' : 'serving',
       adopted: adopted.waiting,
-      handoffs: { ...counters.handoffs }
+      handoffs: { ...counters.handoffs },
+      pushes: { ...counters.pushes }
     })
   }
   return server
