@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { meshRunRoutes } from '../../node/api/routes/mesh-run.ts'
 import { startControlApi } from '../../node/api/server.ts'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Libp2p, PeerId } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
 import { importModel } from '../../src/model/index.ts'
 import { silentLogger } from '../../src/util/index.ts'
@@ -12,6 +12,7 @@ import { decodeActivationFrame, encodeActivationFrame, type ActivationFrame } fr
 import { InferRequest, InferResponse } from '../../src/pb/infer.ts'
 import { INFER_PROTOCOL, MeshModel, requestKind, type MeshHop, type MeshModelOptions } from '../../src/split/index.ts'
 import { promptIds, SPANS, splitWorld, type SplitWorld } from './fixtures.ts'
+import { messages, tappedLibp2p } from './wire-tap.ts'
 
 // Nodes 1-3 serve the three middle spans; nodes 4 and 5 are more honest servers for layers 2-3;
 // node 6 serves nothing itself: a test-only proxy forwards its sessions to node 5's real server
@@ -287,48 +288,6 @@ test('two servers that disagree with no referee (no local stage allowed, no thir
     await mesh.close()
   }
 })
-
-/** Every byte the client writes on any stream it opens, per stream (as in privacy.test.ts). */
-function tappedLibp2p (libp2p: Libp2p, streams: Array<{ protocol: string, chunks: Uint8Array[] }>): Libp2p {
-  const dialProtocol = async (...args: Parameters<Libp2p['dialProtocol']>): Promise<Stream> => {
-    const stream = await libp2p.dialProtocol(...args)
-    const record = { protocol: stream.protocol ?? '', chunks: [] as Uint8Array[] }
-    streams.push(record)
-    const send = stream.send.bind(stream)
-    stream.send = (data) => {
-      record.chunks.push(data instanceof Uint8Array ? data.slice() : data.subarray().slice())
-      return send(data)
-    }
-    return stream
-  }
-  return new Proxy(libp2p, {
-    get (target, property) {
-      if (property === 'dialProtocol') return dialProtocol
-      const value = Reflect.get(target, property, target)
-      return typeof value === 'function' ? value.bind(target) : value
-    }
-  })
-}
-
-/** Unsigned-varint length-prefixed messages of a captured stream. */
-function messages (bytes: Uint8Array): Uint8Array[] {
-  const out: Uint8Array[] = []
-  let at = 0
-  while (at < bytes.length) {
-    let length = 0
-    let shift = 0
-    for (;;) {
-      const b = bytes[at++]
-      length += (b & 0x7f) * 2 ** shift
-      shift += 7
-      if ((b & 0x80) === 0) break
-    }
-    assert.ok(at + length <= bytes.length, 'a message runs past the captured bytes')
-    out.push(bytes.subarray(at, at + length))
-    at += length
-  }
-  return out
-}
 
 test('verifier and canary sessions carry only activation frames: no token ids, no text', async () => {
   const streams: Array<{ protocol: string, chunks: Uint8Array[] }> = []
