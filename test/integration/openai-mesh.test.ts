@@ -6,7 +6,13 @@ import OpenAI from 'openai'
 import { waitFor } from '../../src/util/wait-for.ts'
 import { removeDir, runCli, runCliJson, startDaemon, tempDataDir } from '../helpers/cli.ts'
 
-interface RouteField { provider: string, privacy: string, hops?: Array<{ start: number, end: number, peer: string }> }
+interface RouteField {
+  provider: string
+  privacy: string
+  hops?: Array<{ start: number, end: number, peer: string }>
+  faults?: Array<{ peer: string }>
+  verification?: { rate: number, hops: Array<{ checks: number, unavailable: number, canaries: number }> }
+}
 
 test('the official OpenAI client over the mesh: three daemons, greedy completions equal the local ones, streamed and not, privacy reported', async (t) => {
   const checkpoint = await tempDataDir('permagent-openai-mesh-model-')
@@ -84,4 +90,29 @@ test('the official OpenAI client over the mesh: three daemons, greedy completion
   }
   assert.equal(chatText, localChat.choices[0].message.content)
   assert.deepEqual([...privacies], ['mesh'])
+
+  // verification asked by header: each span has one server, so every due check is unavailable and
+  // the canaries are answered by the client's own stages; no fault, the same text
+  const verified = await openai.completions.create({ model: 'mesh/tiny', prompt: 'hello world', max_tokens: 10, temperature: 0 }, { headers: { 'x-permagent-policy': 'mesh', 'x-permagent-verify': '1' } }).withResponse()
+  assert.equal(verified.data.choices[0].text, local.data.choices[0].text)
+  assert.equal(verified.response.headers.get('x-permagent-verify'), '1')
+  assert.equal(verified.response.headers.get('x-permagent-faults'), '0')
+  assert.equal(verified.response.headers.get('x-permagent-checks'), '0')
+  const report = (verified.data as unknown as { permagent: RouteField }).permagent
+  assert.deepEqual(report.faults, [])
+  assert.equal(report.verification?.rate, 1)
+  assert.ok(report.verification?.hops.every((h) => h.checks === 0 && h.unavailable > 0 && h.canaries === 2), JSON.stringify(report.verification?.hops))
+  assert.equal(verified.response.headers.get('x-permagent-verify-unavailable'), String(report.verification?.hops.reduce((n, h) => n + h.unavailable, 0)))
+
+  // asked in the body of a stream: the report comes in the final chunk
+  const verifiedStream = await openai.chat.completions.create({ model: 'mesh/tiny', messages, max_tokens: 8, temperature: 0, stream: true, permagent: { policy: 'mesh', verify: 1 } } as any) as unknown as AsyncIterable<{ choices: Array<{ delta?: { content?: string }, finish_reason?: string | null }>, permagent?: RouteField }>
+  let verifiedText = ''
+  let final: RouteField | undefined
+  for await (const part of verifiedStream) {
+    verifiedText += part.choices[0]?.delta?.content ?? ''
+    if (part.choices[0]?.finish_reason != null) final = part.permagent
+  }
+  assert.equal(verifiedText, localChat.choices[0].message.content)
+  assert.deepEqual(final?.faults, [])
+  assert.equal(final?.verification?.rate, 1)
 })
