@@ -3,12 +3,16 @@
  * size (default 10k and 100k memories and as many relations), on a seeded synthetic corpus.
  *
  *   node bench/brain.ts [--sizes 10000,100000] [--queries 2000] [--single 2000] [--paths 500]
- *                       [--durability full|normal] [--json]
+ *                       [--durability full|normal] [--signing-threads N] [--compare-signing 20000] [--json]
+ *
+ * --compare-signing N: at each size, also ingests N memories (batches of 1,000) into fresh brains
+ * alternately with the default signing workers and with signing on the main thread (twice each, in
+ * this one process), so the two are compared under the same load.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createBrain, type RelateInput, type RememberInput } from '../src/brain/index.ts'
+import { createBrain, defaultSigningThreads, type RelateInput, type RememberInput } from '../src/brain/index.ts'
 import { generateEd25519, identityFromKeyPair } from '../src/identity/index.ts'
 import { benchFlags, intList, pick, progress, report, rssMiB, seededRandom, summarize, timeMs, zipfSampler, type Cell } from './lib/index.ts'
 
@@ -19,6 +23,8 @@ const flags = benchFlags({
   paths: { default: '500', description: 'path queries per size' },
   durability: { default: 'full', description: 'full (fsync each commit) or normal' },
   seed: { default: '42', description: 'corpus seed' },
+  'signing-threads': { description: 'workers that sign bulk writes (default: the brain\'s default, cores - 1, at most 3; 0: main thread)' },
+  'compare-signing': { default: '0', description: 'memories per A/B batched ingest, signing workers vs main thread (0: no A/B)' },
   keep: { description: 'keep the databases in this directory instead of deleting them' }
 })
 const sizes = intList(flags.values.sizes, [10_000, 100_000])
@@ -27,6 +33,8 @@ const singleCount = Number(flags.values.single)
 const pathCount = Number(flags.values.paths)
 const durability = flags.values.durability === 'normal' ? 'normal' : 'full'
 const seed = Number(flags.values.seed)
+const signingThreads = flags.values['signing-threads'] === undefined ? defaultSigningThreads() : Number(flags.values['signing-threads'])
+const compareCount = Number(flags.values['compare-signing'])
 
 // --- a seeded synthetic corpus: a Zipf-distributed vocabulary of made-up words, stop words between
 const SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'tra', 'vel', 'or', 'sun', 'dex', 'pa', 'ri', 'shu', 'to', 'ben', 'gal', 'zor', 'in', 'qua', 'fe', 'mo', 'ster', 'ly', 'an', 'cor']
@@ -107,11 +115,27 @@ interface SizeResult {
   relations: number
   dbMiB: number
   rssMiB: number
+  /** --compare-signing: batched ingest/s of each A/B round, with signing workers and inline. */
+  signingAB?: { pooled: number[], inline: number[] }
+}
+
+/** Batched ingest/s of `inputs` into a fresh brain holding `base` memories already. */
+async function ingestRate (base: RememberInput[], inputs: RememberInput[], threads: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'permagent-bench-brain-ab-'))
+  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability, signingThreads: threads })
+  await brain.start()
+  try {
+    brain.rememberMany(base, { batchSize: 1000 })
+    return inputs.length / (timeMs(() => { brain.rememberMany(inputs, { batchSize: 1000 }) }) / 1000)
+  } finally {
+    await brain.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 async function measure (size: number): Promise<SizeResult> {
   const dir = flags.values.keep === undefined ? mkdtempSync(join(tmpdir(), 'permagent-bench-brain-')) : join(flags.values.keep, String(size))
-  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability })
+  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability, signingThreads })
   await brain.start()
   try {
     progress(`[${size}] generating corpus`)
@@ -179,7 +203,21 @@ async function measure (size: number): Promise<SizeResult> {
       if (n > 0) { found++; pathFoundSamples.push(ms) }
     }
     const stats = brain.stats()
+    let signingAB: SizeResult['signingAB']
+    if (compareCount > 0) {
+      progress(`[${size}] signing A/B: ${compareCount} memories, workers (${defaultSigningThreads()}) vs main thread, twice each`)
+      const n = Math.min(compareCount, size)
+      // a small base first, so both start from a brain with some data and warm workers
+      const base = memories.slice(0, 2000)
+      const sample = memories.slice(2000, 2000 + n)
+      signingAB = { pooled: [], inline: [] }
+      for (let round = 0; round < 2; round++) {
+        signingAB.pooled.push(await ingestRate(base, sample, defaultSigningThreads()))
+        signingAB.inline.push(await ingestRate(base, sample, 0))
+      }
+    }
     return {
+      signingAB,
       size,
       batchedIngestPerSec: size / (batchedMs / 1000),
       singleIngestPerSec: singles.length / (singleMs / 1000),
@@ -219,7 +257,7 @@ const rows: Cell[][] = results.map((r) => [
   r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.relationIngestPerSec),
   r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.recallExpandMs.p50, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
 ])
-report(flags, { benchmark: 'brain', durability, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
+report(flags, { benchmark: 'brain', durability, signingThreads, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
   {
     title: `brain (durability ${durability}, ${queryCount} recalls, ${singleCount} single ingests, ${pathCount} paths per size)`,
     headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'expand p50 ms', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
@@ -237,6 +275,8 @@ report(flags, { benchmark: 'brain', durability, node: process.version, sizes, qu
     ]
   }
 ], [
+  ...results.filter((r) => r.signingAB !== undefined).map((r) => `size ${r.size}: signing A/B, batched ingest/s with ${defaultSigningThreads()} signing worker(s) ${r.signingAB?.pooled.map(Math.round).join(', ')}; on the main thread ${r.signingAB?.inline.map(Math.round).join(', ')} (alternating, same process)`),
+  `signing threads ${signingThreads}`,
   ...results.map((r) => `size ${r.size}: ${(r.recallHitRate * 100).toFixed(1)} % of recalls returned hits; ${(r.pathFoundRate * 100).toFixed(1)} % of path queries found a path; ${r.entities} entities, ${r.relations} relations; 1-minute load average ${r.loadAverage[0]} on ${availableParallelism()} CPUs`),
   'latencies are wall-clock; "cpu" columns are this process\'s CPU time per recall (less sensitive to other load on the machine)'
 ])

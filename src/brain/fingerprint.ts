@@ -164,7 +164,9 @@ export function fingerprintToBlob (set: Uint32Array): Buffer {
 }
 
 export function fingerprintFromBlob (blob: Uint8Array): Uint32Array {
-  // copy: SQLite's buffer may not be 4-byte aligned
+  // a view when the blob is 4-byte aligned (read-only use; saves a copy per candidate on the
+  // recall path), else a copy
+  if (blob.byteOffset % 4 === 0 && blob.byteLength % 4 === 0) return new Uint32Array(blob.buffer, blob.byteOffset, blob.byteLength / 4)
   const copy = new Uint8Array(blob.byteLength - (blob.byteLength % 4))
   copy.set(blob.subarray(0, copy.length))
   return new Uint32Array(copy.buffer)

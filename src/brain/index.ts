@@ -4,6 +4,7 @@ export { DEFAULT_LIMITS, type BrainLimits } from './limits.ts'
 export { DEFAULT_ONTOLOGY, buildOntology, loadOntologyFile, type Ontology, type OntologyDefinition } from './ontology.ts'
 export { DEFAULT_RECALL_TUNING, type RecallTuning } from './recall.ts'
 export type { BulkResult } from './memories.ts'
+export { defaultSigningThreads } from './sign-pool.ts'
 export type { PathOptions, NeighborOptions } from './paths.ts'
 export { parseTime, type TimeInput } from './time.ts'
 export {

@@ -21,7 +21,7 @@ import { timeFilter, timeParams } from './asof.ts'
 import type { BrainContext } from './context.ts'
 import { bandKeys, containment, fingerprintFromBlob, hash32, holds, minhash, shingleSetOfTerms } from './fingerprint.ts'
 import { canonicalBytes, checkSignature, recordId } from './records.ts'
-import { memoryRecordOfRow, type MemoryRow } from './rows.ts'
+import { memoryRecordOfRow, tagsOfColumn, type MemoryRow } from './rows.ts'
 import { END_OF_TIME, isoTime } from './time.ts'
 import { isStopTerm, terms } from './text.ts'
 import { SOURCES, VISIBILITIES, type RecallHit, type RecallOptions, type RecallResult } from './types.ts'
@@ -95,6 +95,10 @@ interface Candidate {
   family: string
 }
 
+const HIT_COLUMNS = ['seq', 'id', 'author', 'key', 'content', 'kind', 'topic', 'tags', 'visibility', 'confidence', 'valid_from', 'valid_to',
+  'created_at', 'supersedes', 'version', 'signature', 'source', 'team_id', 'recorded_at', 'superseded_at'] as const
+type HitRow = Pick<MemoryRow, typeof HIT_COLUMNS[number]>
+
 export interface Recaller {
   recall: (query: string, options?: RecallOptions) => RecallResult
 }
@@ -125,7 +129,8 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
   const nearDuplicates: Statement = db.prepare(`SELECT DISTINCT m.seq, 0.0 AS bm, m.fingerprint, m.confidence, m.valid_from, COALESCE(m.duplicate_of, m.id) AS family
     FROM fingerprint_bands b JOIN memories m ON m.seq = b.memory
     WHERE b.band IN (SELECT value FROM json_each(@bands)) AND ${filters} LIMIT 32`)
-  const rowsBySeq = db.prepare<[string], MemoryRow>('SELECT * FROM memories WHERE seq IN (SELECT value FROM json_each(?))')
+  // only what a hit shows and its provenance check reads: no fingerprint or derived columns
+  const rowsBySeq = db.prepare<[string], HitRow>(`SELECT ${HIT_COLUMNS.join(', ')} FROM memories WHERE seq IN (SELECT value FROM json_each(?))`)
   const authorKey = db.prepare<[string], { public_key: Buffer }>('SELECT public_key FROM authors WHERE id = ?')
   function plan (queryTerms: string[], count: number): MatchPlan | undefined {
     const content = queryTerms.filter((t) => !isStopTerm(t))
@@ -164,7 +169,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
    * True when the stored bytes still hash to the id (the signature over those bytes was verified
    * when the record entered the brain) and, if asked, when the Ed25519 signature verifies now.
    */
-  function provenanceValid (row: MemoryRow, checkEd25519: boolean): boolean {
+  function provenanceValid (row: HitRow, checkEd25519: boolean): boolean {
     if (!checkEd25519) {
       const known = hashChecked.get(row.seq)
       if (known !== undefined) return known
@@ -296,7 +301,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
     const top = distinct.slice(0, limit)
     const rows = new Map(rowsBySeq.all(JSON.stringify(top.map((s) => s.seq))).map((row) => [row.seq, row]))
     for (const s of top) {
-      const row = rows.get(s.seq) as MemoryRow
+      const row = rows.get(s.seq) as HitRow
       hits.push({
         id: row.id,
         key: row.key,
@@ -307,7 +312,7 @@ export function createRecaller (ctx: BrainContext, tuning: RecallTuning = DEFAUL
         signatureValid: provenanceValid(row, options.verifySignatures === true),
         kind: row.kind,
         topic: row.topic,
-        tags: JSON.parse(row.tags) as string[],
+        tags: tagsOfColumn(row.tags),
         visibility: VISIBILITIES[row.visibility],
         confidence: row.confidence / 1000,
         source: row.source,

@@ -59,17 +59,30 @@ export interface RetractionRecord {
 export type SignedRecord = MemoryRecord | RelationRecord | RetractionRecord
 
 // Sorted key lists per object shape: records of one type share a shape, so sorting happens once.
-const sortedKeysByShape = new Map<string, string[]>()
+// Shapes are matched by comparing key lists (property names are interned strings, so this is a
+// few pointer compares), which is cheaper than building a lookup string per object.
+interface Shape {
+  keys: string[]
+  sorted: string[]
+  /** `"key":` for each sorted key, quoted once. */
+  labels: string[]
+}
+const shapes: Shape[] = []
+const MAX_SHAPES = 64
 
-function sortedKeys (object: Record<string, unknown>): string[] {
+function sameKeys (a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+function shapeOf (object: Record<string, unknown>): Shape {
   const keys = Object.keys(object)
-  const shape = keys.join('\u0000')
-  let sorted = sortedKeysByShape.get(shape)
-  if (sorted === undefined) {
-    sorted = keys.slice().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-    if (sortedKeysByShape.size < 1024) sortedKeysByShape.set(shape, sorted)
-  }
-  return sorted
+  for (let i = 0; i < shapes.length; i++) if (sameKeys(shapes[i].keys, keys)) return shapes[i]
+  const sorted = keys.slice().sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+  const shape = { keys, sorted, labels: sorted.map((key) => JSON.stringify(key) + ':') }
+  if (shapes.length < MAX_SHAPES) shapes.push(shape)
+  return shape
 }
 
 function canonicalValue (value: unknown): string {
@@ -89,10 +102,11 @@ function canonicalValue (value: unknown): string {
       const object = value as Record<string, unknown>
       let out = '{'
       let first = true
-      for (const key of sortedKeys(object)) {
-        const item = object[key]
+      const { sorted, labels } = shapeOf(object)
+      for (let i = 0; i < sorted.length; i++) {
+        const item = object[sorted[i]]
         if (item === undefined) continue
-        out += (first ? '' : ',') + JSON.stringify(key) + ':' + canonicalValue(item)
+        out += (first ? '' : ',') + labels[i] + canonicalValue(item)
         first = false
       }
       return out + '}'

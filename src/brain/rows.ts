@@ -45,7 +45,15 @@ export interface RetractionRow {
   recorded_at: number
 }
 
-export function memoryRecordOfRow (row: MemoryRow): MemoryRecord {
+/** The columns of a memory row that hold its signed record. */
+export type MemoryRecordColumns = Pick<MemoryRow, 'author' | 'key' | 'content' | 'kind' | 'topic' | 'tags' | 'visibility' | 'confidence' | 'valid_from' | 'valid_to' | 'created_at' | 'supersedes' | 'version'>
+
+/** Parsed tags; nearly every memory has none, which needs no JSON parse. */
+export function tagsOfColumn (tags: string): string[] {
+  return tags === '[]' ? [] : JSON.parse(tags) as string[]
+}
+
+export function memoryRecordOfRow (row: MemoryRecordColumns): MemoryRecord {
   return {
     record: 'memory',
     v: 1,
@@ -54,7 +62,7 @@ export function memoryRecordOfRow (row: MemoryRow): MemoryRecord {
     content: row.content,
     kind: row.kind,
     topic: row.topic,
-    tags: JSON.parse(row.tags) as string[],
+    tags: tagsOfColumn(row.tags),
     visibility: VISIBILITIES[row.visibility],
     confidence: row.confidence,
     valid_from: row.valid_from,
