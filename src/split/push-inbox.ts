@@ -60,7 +60,10 @@ export class PushInbox {
           reject(err)
         }
       }
-      const aborted = (): void => { done(); reject(signal.reason) }
+      const aborted = (): void => {
+        done()
+        reject(signal.reason instanceof SplitInferenceError ? signal.reason : new SplitInferenceError('ERR_ABORTED', 'stopped waiting for a pushed input', { cause: signal.reason }))
+      }
       const timer = setTimeout(() => {
         done()
         reject(new SplitInferenceError(PUSH_ERRORS.timeout, `the upstream server pushed no input for step ${step} within ${timeoutMs} ms`))

@@ -354,6 +354,11 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     streams.add(controller)
     const peer = connection.remotePeer
     const channel = new MessageChannel(INFER_PROTOCOL, stream, peer, maxMessageBytes)
+    // a pushed step waits on the upstream server, not on this stream: it stops waiting once the client's stream is gone
+    const gone = new AbortController()
+    const onGone = (): void => { gone.abort(new SplitInferenceError('ERR_ABORTED', 'the client\'s stream closed')) }
+    stream.addEventListener('close', onGone, { once: true })
+    const stepSignal = AbortSignal.any([controller.signal, gone.signal])
     let session: ServerSession | null = null
     const release = (): void => {
       session?.inbox?.close()
@@ -393,7 +398,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
             session = opened.session
             response = opened.response
           } else if (kind === 'step') {
-            response = await step(request.step as InferStep, session, controller.signal)
+            response = await step(request.step as InferStep, session, stepSignal)
           } else if (kind === 'info') {
             response = { info: info() }
           } else {
@@ -414,6 +419,7 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
       logger.debug({ peer: peer.toString(), err: errorMessage(err) }, 'inference stream ended')
       channel.abort(err as Error)
     } finally {
+      stream.removeEventListener('close', onGone)
       release()
       streams.delete(controller)
       await channel.close(AbortSignal.timeout(limits.writeTimeoutMs)).catch(() => {})

@@ -406,3 +406,48 @@ test('stories260K over 3 servers with push on: f32 gives the local tokens and te
     await stories.close()
   }
 })
+
+test('the push leg\'s limits: a pushed step whose input never comes fails ERR_PUSH_TIMEOUT, a push nobody takes fails ERR_PUSH_FAILED; the server goes on serving', async () => {
+  const manifest = world.servers[0].manifest
+  assert.ok(manifest !== null)
+  const width = manifest.spec.hiddenSize
+  // a server for 2-3 on the stranger node with short push deadlines
+  const server = createLayerServer({ libp2p: world.swarm.nodes[STRANGER].mesh.libp2p, dataDir: world.dataDir, model: world.model, layers: SPANS[1], threads: 1, limits: { pushWaitMs: 300, pushTimeoutMs: 2000 } })
+  await server.start()
+  const client = world.swarm.nodes[0].mesh.libp2p
+  const channel = await openChannel(client, world.peer(STRANGER), '/permagent/infer/1.0.0', { maxMessageBytes: 1 << 20, dialMs: 5000 })
+  const exchange = async (request: InferRequest): Promise<InferResponse> => {
+    await channel.send(InferRequest.encode(request), AbortSignal.timeout(5000))
+    return InferResponse.decode(await channel.receive({ timeoutMs: 10_000 }))
+  }
+  const identity = { configSha256: Buffer.from(manifest.configSha256, 'hex'), weightsSha256: Buffer.from(manifest.weightsSha256, 'hex'), layerStart: SPANS[1].start, layerEnd: SPANS[1].end, maxLength: 16 }
+  const frame = (step: number, position: number): Uint8Array<ArrayBuffer> => encodeActivationFrame({ step, positionStart: position, rows: 1, width, values: new Float32Array(width).fill(0.25) }, { quantization: 'none' }) as Uint8Array<ArrayBuffer>
+  try {
+    // upstream node 1 never pushes for this session
+    const opened = await exchange({ open: { sessionId: 'waits', ...identity, upstream: world.peer(1).toString() } })
+    assert.equal(opened.opened?.push, true)
+    const waited = await exchange({ step: { sessionId: 'waits', frame: new Uint8Array(0), pushedStep: 0 } })
+    assert.equal(waited.error?.code, 'ERR_PUSH_TIMEOUT')
+    // a frame on a pushed session, or a pushed step out of order, is refused at once
+    assert.equal((await exchange({ step: { sessionId: 'waits', frame: frame(0, 0) } })).error?.code, 'ERR_INFER_PROTOCOL')
+    assert.equal((await exchange({ step: { sessionId: 'waits', frame: new Uint8Array(0), pushedStep: 3 } })).error?.code, 'ERR_OUT_OF_ORDER')
+    assert.equal((await exchange({ close: { sessionId: 'waits' } })).closed?.sessionId, 'waits')
+    // push_to names the client node, which serves no push protocol: the push fails, typed
+    await exchange({ open: { sessionId: 'pushes', ...identity, pushTo: world.peer(0).toString() } })
+    const failed = await exchange({ step: { sessionId: 'pushes', frame: frame(0, 0) } })
+    assert.equal(failed.error?.code, 'ERR_PUSH_FAILED')
+    assert.equal((await exchange({ close: { sessionId: 'pushes' } })).closed?.sessionId, 'pushes')
+    // bad peer ids are refused at open
+    assert.equal((await exchange({ open: { sessionId: 'bad', ...identity, pushTo: 'not-a-peer-id' } })).error?.code, 'ERR_INVALID_MESSAGE')
+    assert.equal((await exchange({ open: { sessionId: 'self', ...identity, upstream: world.peer(STRANGER).toString() } })).error?.code, 'ERR_INVALID_MESSAGE')
+    // and a plain session on the same stream runs as ever
+    await exchange({ open: { sessionId: 'plain', ...identity } })
+    const result = await exchange({ step: { sessionId: 'plain', frame: frame(0, 0) } })
+    assert.equal(result.error, undefined, result.error?.message)
+    assert.equal(decodeActivationFrame(new Uint8Array(result.result?.frame ?? new Uint8Array(0)), { width }).rows, 1)
+    assert.equal(server.stats().errors.ERR_PUSH_TIMEOUT, 1)
+  } finally {
+    await channel.close(AbortSignal.timeout(5000))
+    await server.stop()
+  }
+})
