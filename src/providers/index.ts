@@ -15,3 +15,4 @@ export { providerSettingsSchema, REMOTE_API_KEY_ENV, type ProviderSettings } fro
 export { createNodeProviders, type NodeProvidersOptions } from './node-providers.ts'
 export { createCurrentResolver, type CurrentResolver, type CurrentResolverOptions } from './current-resolver.ts'
 export { requestVerification, asksVerification, DEFAULT_CANARIES, MAX_CANARIES, type VerifyDefaults } from './split-options.ts'
+export { createFaultyPeers, type FaultyPeers, type ExcludedPeer } from './faulty-peers.ts'

@@ -4,6 +4,7 @@ import { INFER_ERRORS, openRoutedModel, planRoute, probeServers, SplitInferenceE
 import type { UsxfQuantization } from '../usxf/index.ts'
 import { errorMessage, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { admittedLibp2p, type PeerAdmission } from './admission.ts'
+import { createFaultyPeers, type ExcludedPeer, type FaultyPeers } from './faulty-peers.ts'
 import { DEFAULT_CANARIES, requestVerification, type VerifyDefaults } from './split-options.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult, RouteReport } from './types.ts'
 
@@ -41,6 +42,11 @@ export interface MeshProviderOptions {
   listTimeoutMs?: number
   /** How long a listing is reused (default 10 s): `GET /v1/models` does not probe peers on every call. */
   listCacheMs?: number
+  /**
+   * Servers caught answering wrongly, not used again until they expire (default: this provider's
+   * own list; the node shares one among its mesh providers).
+   */
+  faulty?: FaultyPeers
   logger?: Logger
 }
 
@@ -69,17 +75,29 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
     ? await options.candidates(model, signal)
     : await storedModelCandidates(options.libp2p, options.dataDir, model, { signal, timeoutMs, logger })
 
-  /** Candidates split by admission; the refused ones are only counted (for error messages). */
-  const admit = (all: PeerId[]): { admitted: PeerId[], refused: number } => {
-    const admitted = all.filter((peer) => admission.allows(peer))
-    return { admitted, refused: all.length - admitted.length }
+  const faulty = options.faulty ?? createFaultyPeers()
+
+  /**
+   * Candidates split by admission and by earlier faults; the refused ones are only counted (for
+   * error messages), the excluded ones are reported with why.
+   */
+  const admit = (all: PeerId[]): { admitted: PeerId[], refused: number, excluded: ExcludedPeer[] } => {
+    const allowed = all.filter((peer) => admission.allows(peer))
+    const excluded: ExcludedPeer[] = []
+    const admitted = allowed.filter((peer) => {
+      const why = faulty.excluded(peer.toString())
+      if (why !== null) excluded.push(why)
+      return why === null
+    })
+    return { admitted, refused: all.length - allowed.length, excluded }
   }
 
-  const refusedNote = (refused: number): string => refused === 0
+  const refusedNote = (refused: number, excluded: ExcludedPeer[] = []): string => (refused === 0
     ? ''
     : admission.team != null
       ? `; ${refused} candidate peer(s) are not members of team ${admission.team} and were not asked`
-      : `; ${refused} candidate peer(s) are refused by this node's connection policy`
+      : `; ${refused} candidate peer(s) are refused by this node's connection policy`) +
+    (excluded.length === 0 ? '' : `; ${excluded.length} candidate peer(s) were caught answering wrongly and are excluded (${excluded.map((e) => `${e.peer} until ${e.until}`).join(', ')})`)
 
   // cheap on purpose: finding servers (DHT, probes) is generate's job, and its failure falls through
   const check = async (name: string): Promise<ProviderRefusal | null> => {
@@ -143,11 +161,12 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
   }
 
   /** The route report: the planned chain, replacements, hand-offs and, with verification on, what it found. */
-  const report = (chain: Array<{ start: number, end: number, peers: PeerId[] }>, result: MeshGenerateResult): RouteReport => ({
+  const report = (chain: Array<{ start: number, end: number, peers: PeerId[] }>, result: MeshGenerateResult, excluded: ExcludedPeer[]): RouteReport => ({
     ...base,
     hops: chain.map((hop) => ({ start: hop.start, end: hop.end, peer: hop.peers[0].toString() })),
     failovers: result.failovers,
     handoffs: result.handoffs ?? [],
+    ...(excluded.length > 0 ? { excluded } : {}),
     ...(result.verification !== undefined ? { faults: result.faults ?? result.verification.faults, verification: result.verification } : {})
   })
 
@@ -160,9 +179,9 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
     async generate (request: ProviderRequest, signal?: AbortSignal): Promise<ProviderResult> {
       const split = request.split ?? {}
       const verification = requestVerification(verifyDefaults, split.verify)
-      const { admitted, refused } = admit(await discover(request.model, signal, options.discoveryMs ?? 10_000))
+      const { admitted, refused, excluded } = admit(await discover(request.model, signal, options.discoveryMs ?? 10_000))
       if (admitted.length === 0) {
-        throw new SplitInferenceError(INFER_ERRORS.noRoute, `no peer, connected or announced on the DHT, may serve layers of ${request.model}${refusedNote(refused)}; connect to peers that run \`permagent serve MODEL --layers A-B\``)
+        throw new SplitInferenceError(INFER_ERRORS.noRoute, `no peer, connected or announced on the DHT, may serve layers of ${request.model}${refusedNote(refused, excluded)}; connect to peers that run \`permagent serve MODEL --layers A-B\``)
       }
       let opened
       try {
@@ -183,7 +202,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
         })
       } catch (err) {
         if (err instanceof SplitInferenceError && err.code === INFER_ERRORS.noRoute) {
-          throw new SplitInferenceError(INFER_ERRORS.noRoute, `${errorMessage(err)}${refusedNote(refused)}`, { cause: err })
+          throw new SplitInferenceError(INFER_ERRORS.noRoute, `${errorMessage(err)}${refusedNote(refused, excluded)}`, { cause: err })
         }
         throw err
       }
@@ -198,6 +217,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
           signal,
           onToken: request.onToken !== undefined ? (e) => { request.onToken?.({ text: e.text, id: e.id }) } : undefined
         })
+        for (const fault of result.faults ?? []) faulty.record(fault)
         return {
           text: result.text,
           tokens: result.tokens,
@@ -207,7 +227,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
           finishReason: result.finishReason,
           prefillMs: result.prefillMs,
           decodeMs: result.decodeMs,
-          route: report(route.chain, result)
+          route: report(route.chain, result, excluded)
         }
       } finally {
         await model.close()

@@ -2,6 +2,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { MeshNode } from '../mesh/index.ts'
 import type { Logger } from '../util/index.ts'
 import { createPeerAdmission, type TeamMembership } from './admission.ts'
+import { createFaultyPeers } from './faulty-peers.ts'
 import { createLocalProvider } from './local.ts'
 import { createMeshProvider } from './mesh.ts'
 import { createRemoteProvider } from './remote.ts'
@@ -34,6 +35,8 @@ export function createNodeProviders (options: NodeProvidersOptions): ProviderRes
   const remoteSettings = settings.remote
   const apiKey = options.env?.[REMOTE_API_KEY_ENV] ?? remoteSettings?.apiKey
   const meshProviders = new Map<string, InferenceProvider>()
+  // a server caught lying under one team's request is not trusted by the others either
+  const faulty = createFaultyPeers()
   return createProviderResolver({
     defaultPolicy: settings.policy,
     defaultTeam: settings.team,
@@ -54,6 +57,7 @@ export function createNodeProviders (options: NodeProvidersOptions): ProviderRes
           tailLayers: settings.mesh?.tailLayers,
           quantization: settings.mesh?.activations,
           verify: settings.mesh?.verify,
+          faulty,
           logger
         })
         if (meshProviders.size >= MAX_KEPT_MESH_PROVIDERS) meshProviders.delete(meshProviders.keys().next().value as string)

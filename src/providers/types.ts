@@ -2,6 +2,7 @@ import type { SamplingOptions } from '../inference/index.ts'
 import type { ChatMessage } from '../model/index.ts'
 import type { Fault, VerificationReport } from '../split/index.ts'
 import type { UsxfQuantization } from '../usxf/index.ts'
+import type { ExcludedPeer } from './faulty-peers.ts'
 
 export type ProviderKind = 'local' | 'mesh' | 'remote'
 
@@ -89,6 +90,8 @@ export interface RouteReport {
    * the request; how it was caught, by whom, by how much), as in `verification.faults`.
    */
   faults?: Fault[]
+  /** mesh: candidate servers not used because an earlier request caught them answering wrongly (until when). */
+  excluded?: ExcludedPeer[]
   /** mesh with verification on: per hop the checks made and the checks that found no second server (`unavailable`), canaries, cost. */
   verification?: VerificationReport & { regenerated: number }
   /** remote: the origin the prompt went to (no path, no credentials). */

@@ -87,6 +87,13 @@ function assertLiarCaught (route: RouteReport): void {
   assert.ok(last.unavailable > 0 && last.checks === 0)
 }
 
+/** A later request of the same provider (or node): the liar is not even asked, and the route says why. */
+function assertLiarExcluded (route: RouteReport): void {
+  assert.deepEqual(route.excluded?.map((e) => [e.peer, e.start, e.end]), [[peer(LIAR).toString(), 2, 3]])
+  assert.ok(route.hops?.every((hop) => hop.peer !== peer(LIAR).toString()))
+  if (route.verification !== undefined) assert.deepEqual(route.faults, [])
+}
+
 test('the mesh provider verifies per request: the liar is reported in the route with its faults; the output equals local', async () => {
   const client = swarm.nodes[CLIENT]
   const provider: InferenceProvider = createMeshProvider({
@@ -107,10 +114,14 @@ test('the mesh provider verifies per request: the liar is reported in the route 
   // a liar on the primary's seat fails over with ERR_SERVER_FAULTY; a lying verifier is only replaced
   for (const failover of result.route.failovers ?? []) assert.deepEqual([failover.from, failover.code], [peer(LIAR).toString(), 'ERR_SERVER_FAULTY'])
 
-  // without verification nothing is reported
+  // the next request, not verified: the liar caught before is not used, and no report but the exclusion
+  const liesThen = liar.lies()
   const plain = await provider.generate({ model: 'tiny', promptIds: prompt, maxTokens: 4, stopTokens: [] })
   assert.equal(plain.route.verification, undefined)
   assert.equal(plain.route.faults, undefined)
+  assertLiarExcluded(plain.route)
+  assert.equal(liar.lies(), liesThen)
+  assert.deepEqual(plain.tokens, expected.tokens.slice(0, 4))
 })
 
 test('config defaults: providers.mesh.verify applies to requests that do not ask; a request asking rate 0 turns it off', async () => {
@@ -124,6 +135,8 @@ test('config defaults: providers.mesh.verify applies to requests that do not ask
     assert.ok(result.route.verification?.hops.every((h) => h.canaries === 0), 'canaries 0 as configured')
     const off = await resolver.generate({ model: 'mesh/tiny', promptIds: prompt, maxTokens: 4, stopTokens: [], policy: 'mesh', split: { verify: { rate: 0 } } })
     assert.equal(off.route.verification, undefined)
+    // the node's mesh providers share what was caught
+    assertLiarExcluded(off.route)
   } finally {
     await resolver.close()
   }
@@ -203,23 +216,25 @@ test('the OpenAI API with the official client: x-permagent-verify and permagent.
     }
     assert.equal(text, localChat.choices[0].message.content)
     assert.ok(final !== undefined)
-    assertLiarCaught(final)
-    assert.ok(final.verification?.hops.every((h) => h.canaries === 0))
+    // the liar, caught by the request before, is excluded: no fault, layers 2-3 left with one server
+    assertLiarExcluded(final)
+    assert.equal(final.verification?.rate, 1)
+    assert.ok(final.verification?.hops.every((h) => h.canaries === 0 && h.checks === 0 && h.unavailable > 0), JSON.stringify(final.verification?.hops))
 
     // verification off: no report, no verification headers
     const plain = await openai.completions.create({ model: 'mesh/tiny', prompt: 'hello world', max_tokens: 4, temperature: 0 }, { headers: { 'x-permagent-policy': 'mesh', 'x-permagent-verify': '0' } }).withResponse()
     assert.equal(plain.response.headers.get('x-permagent-faults'), null)
     assert.equal((plain.data as unknown as { permagent: RouteReport }).permagent.verification, undefined)
+    assertLiarExcluded((plain.data as unknown as { permagent: RouteReport }).permagent)
 
     // bad input is refused at the boundary
     await assert.rejects(openai.completions.create({ model: 'mesh/tiny', prompt: 'x', max_tokens: 1 }, { headers: { 'x-permagent-policy': 'mesh', 'x-permagent-verify': '1.5' } }), (err: unknown) => err instanceof OpenAI.BadRequestError && /x-permagent-verify header is a fraction of steps in 0\.\.1/.test(err.message))
     await assert.rejects(openai.completions.create({ model: 'mesh/tiny', prompt: 'x', max_tokens: 1, permagent: { policy: 'mesh', verify: { rate: 1, canaries: 65 } } } as any), (err: unknown) => err instanceof OpenAI.BadRequestError && /canaries/.test(err.message))
 
-    // the config is read on each request: a verify default applies at once; an invalid edit names the field
-    await writeFile(config, JSON.stringify({ providers: { mesh: { activations: 'none', verify: { rate: 1 } } } }))
-    const configured = await openai.completions.create({ model: 'mesh/tiny', prompt: 'hello world', max_tokens: 4, temperature: 0 }, { headers: { 'x-permagent-policy': 'mesh' } }).withResponse()
-    assert.equal(configured.response.headers.get('x-permagent-faults'), '1')
+    // the config is read on each request: a verify default applies at once (new settings, new
+    // providers: the liar is tried again and caught again); an invalid edit names the field.
     // POST /api/run/mesh uses the same settings: verified by default, the same JSON fields as before
+    await writeFile(config, JSON.stringify({ providers: { mesh: { activations: 'none', verify: { rate: 1 } } } }))
     const run = await fetch(`${api.url}/api/run/mesh`, { method: 'POST', headers: { authorization: 'Bearer t0ken', 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', promptIds: prompt, maxTokens: 6, stopTokens: [] }) })
     const json = await run.json() as { tokens: number[], faults: Array<{ peer: string }>, verification: { rate: number, faults: unknown[] } }
     assert.equal(run.status, 200, JSON.stringify(json))
@@ -227,6 +242,10 @@ test('the OpenAI API with the official client: x-permagent-verify and permagent.
     assert.deepEqual(json.faults.map((f) => f.peer), [peer(LIAR).toString()])
     assert.equal(json.verification.rate, 1)
     assert.deepEqual(json.verification.faults, json.faults)
+    const configured = await openai.completions.create({ model: 'mesh/tiny', prompt: 'hello world', max_tokens: 4, temperature: 0 }, { headers: { 'x-permagent-policy': 'mesh' } }).withResponse()
+    assert.equal(configured.response.headers.get('x-permagent-verify'), '1')
+    assert.equal(configured.response.headers.get('x-permagent-faults'), '0')
+    assertLiarExcluded((configured.data as unknown as { permagent: RouteReport }).permagent)
 
     await writeFile(config, JSON.stringify({ providers: { mesh: { verify: { rate: 2 } } } }))
     await assert.rejects(openai.completions.create({ model: 'tiny', prompt: 'x', max_tokens: 1 }), (err: unknown) => err instanceof OpenAI.BadRequestError && /providers\.mesh\.verify\.rate/.test(err.message))
