@@ -54,7 +54,10 @@ export interface MeshProviderOptions {
  * Split inference as a provider: a stored model's head and tail run here, its middle on layer
  * servers the admission allows. Candidates are filtered before anything is sent (a refused peer
  * is not even probed), and every stream the run opens goes through `admittedLibp2p`, so a refused
- * peer is never sent activations, whatever answered or was planned.
+ * peer is never sent activations, whatever answered or was planned. A request's split options
+ * (verification, wire quantization, local layers) go over the provider's defaults; with
+ * verification on, the route reports the faults and checks, and servers caught answering wrongly
+ * are left out of later requests (`faulty`).
  */
 export function createMeshProvider (options: MeshProviderOptions): InferenceProvider {
   const { admission } = options
