@@ -13,8 +13,9 @@
  */
 import type { Database, Statement } from 'better-sqlite3'
 import type { Logger } from '../util/index.ts'
+import { createBandFilter, type BandFilter } from './band-filter.ts'
 import type { Durability } from './db.ts'
-import { BAND_PAIRS_SQL, bandKeys, fingerprintFromBlob, minhash } from './fingerprint.ts'
+import { BAND_PAIRS_SQL, BANDS, bandKeys, fingerprintFromBlob, minhash } from './fingerprint.ts'
 import { terms } from './text.ts'
 
 const FLUSH_DELAY_MS = 50
@@ -24,6 +25,17 @@ type Queued = [seq: number, termText: string, metaText: string, bands: number[] 
 
 export interface Indexer {
   queue: (seq: number, termText: string, metaText: string, bands: number[] | null) => void
+  /**
+   * False when no memory (indexed or queued) has any of `bands`, from the band filter once
+   * useBandFilter() loaded it; true when one may, or when the filter is not loaded.
+   */
+  mayHoldAnyBand: (bands: number[]) => boolean
+  /**
+   * Loads the band filter (a scan of fingerprint_bands), sized for `incoming` more memories,
+   * unless it is loaded; bulk writes call it before each batch (a filter that got too full is
+   * dropped when a band is added, and rebuilt here).
+   */
+  useBandFilter: (incoming: number) => void
   /** Queued memories sharing a band with `bands` (they are not in fingerprint_bands yet). */
   queuedBandMatches: (bands: number[]) => number[]
   /** Writes the queued rows inside the caller's transaction. */
@@ -49,6 +61,9 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
   const unindexed = db.prepare<[number], { seq: number, content: string, key: string | null, topic: string | null, tags: string, fingerprint: Buffer }>(
     'SELECT seq, content, key, topic, tags, fingerprint FROM memories WHERE seq > ? ORDER BY seq')
   const vocabulary = db.prepare<[], { term: string, doc: number }>('SELECT term, doc FROM memories_vocab')
+  const allBands = db.prepare<[], number>('SELECT band FROM fingerprint_bands').pluck()
+  const memoryCount = db.prepare<[], number | null>('SELECT max(seq) FROM memories').pluck()
+  let bandFilter: BandFilter | undefined
   let frequencies: Map<string, number> | undefined
   let queued: Queued[] = []
   // band -> queued memory seqs, so near-duplicate checks against the queue are look-ups, not scans
@@ -97,6 +112,11 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     queue (seq, termText, metaText, bands) {
       queued.push([seq, termText, metaText, bands])
       if (bands !== null) {
+        if (bandFilter !== undefined) {
+          for (const band of bands) bandFilter.add(band)
+          // too full to say "no" often: the next bulk batch rebuilds it larger
+          if (bandFilter.full()) bandFilter = undefined
+        }
         for (const band of bands) {
           const seqs = queuedBands.get(band)
           if (seqs === undefined) queuedBands.set(band, [seq])
@@ -112,6 +132,18 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
         }, FLUSH_DELAY_MS)
         timer.unref()
       }
+    },
+    mayHoldAnyBand (bands) {
+      if (bandFilter === undefined) return true
+      for (const band of bands) if (bandFilter.mayHold(band)) return true
+      return false
+    },
+    useBandFilter (incoming) {
+      if (bandFilter !== undefined) return
+      const filter = createBandFilter(((memoryCount.get() ?? 0) + incoming) * BANDS)
+      for (const band of allBands.iterate()) filter.add(band)
+      for (const band of queuedBands.keys()) filter.add(band)
+      bandFilter = filter
     },
     queuedBandMatches (bands) {
       const matches: number[] = []

@@ -18,6 +18,8 @@ import { checkLabel, checkMemoryInput, visibilityLevel, type CheckedMemoryInput 
 /** Shingle Jaccard at or above which a new memory is flagged as a near-duplicate. */
 export const NEAR_DUPLICATE_THRESHOLD = 0.8
 const MAX_DUPLICATE_CANDIDATES = 16
+/** A bulk write of at least this many memories loads the band filter (see band-filter.ts). */
+const BAND_FILTER_MIN_BULK = 1000
 
 export interface LocalMeta {
   source: Source
@@ -111,6 +113,8 @@ export function createMemories (ctx: BrainContext): Memories {
 
   /** Memories sharing an LSH band: those indexed, and those still queued for the index. */
   function candidatesFor (bands: number[]): Array<{ seq: number, id: string, fingerprint: Buffer }> {
+    // most memories share no band with any other: the band filter says so without SQL
+    if (!ctx.indexer.mayHoldAnyBand(bands)) return []
     const found = new Map<number, { seq: number, id: string, fingerprint: Buffer }>()
     for (const candidate of bandCandidates.all(...bands)) found.set(candidate.seq, candidate)
     for (const seq of ctx.indexer.queuedBandMatches(bands)) {
@@ -359,6 +363,8 @@ export function createMemories (ctx: BrainContext): Memories {
     // validate everything before writing anything: a bad input fails the call with nothing written
     const checked = Array.from(inputs, (input) => checkMemoryInput(input, ctx.limits))
     for (let start = 0; start < checked.length; start += batchSize) {
+      // loading the band filter scans every band once; worth it for a bulk write, not for a few
+      if (checked.length >= BAND_FILTER_MIN_BULK) ctx.indexer.useBandFilter(checked.length - start)
       const stored = ctx.write(() => {
         const written = rememberRun(checked.slice(start, start + batchSize))
         ctx.indexer.flushWithin()

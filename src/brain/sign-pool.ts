@@ -3,11 +3,11 @@
  *
  * Ed25519 signing (~35 µs a record on these machines) is the largest single cost of a batched
  * ingest, and it needs nothing but the record bytes. The main thread builds a batch's records in
- * order (ids, bytes), hands the bytes to the workers through shared memory and starts storing:
- * before it stores record i it takes i's signature, signing the next unclaimed record itself
- * while i is not ready. Workers and the main thread claim records from one atomic counter, so
- * when the workers get no CPU the main thread simply signs everything, never slower than signing
- * inline by more than the copy into shared memory.
+ * order (ids, bytes), hands the bytes to the workers through shared memory and starts storing
+ * from the first record; the workers sign from the last record down. When the main thread reaches
+ * a record no worker has signed yet, it signs it itself, so it never waits for a worker: on a
+ * machine with no spare core the workers simply get less done, and the batch costs what signing
+ * inline does plus the copy into shared memory. Where the two meet, a record may be signed twice.
  *
  * Ed25519 signatures are deterministic (RFC 8032): whoever signs a record produces the same 64
  * bytes, so records, ids, the log and its order are exactly those of signing inline. The workers
@@ -20,12 +20,10 @@ import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { domainSeparated, verifySignature, type Identity } from '../identity/index.ts'
 import type { Logger } from '../util/index.ts'
-import { jobBytes, jobViews, SIGNATURE_SIZE } from './sign-job.ts'
+import { BACK, FRONT, jobBytes, jobViews, SIGNATURE_SIZE } from './sign-job.ts'
 
 /** Below this many records a batch is signed inline: starting the hand-off costs more than it saves. */
 export const MIN_POOLED_BATCH = 32
-/** How long the main thread waits for a claimed record before signing it itself (a stalled worker). */
-const STALL_MS = 2_000
 
 export interface SignItem {
   context: string
@@ -33,7 +31,7 @@ export interface SignItem {
 }
 
 export interface SignBatch {
-  /** Record i's signature, waiting for (or helping with) the workers as needed. */
+  /** Record i's signature (signed here unless a worker already has); call in ascending order. */
   signature: (i: number) => Uint8Array
 }
 
@@ -73,7 +71,7 @@ export function createSignPool (identity: Identity, threads: number, logger: Log
     for (let t = 0; t < threads; t++) {
       const worker = new Worker(workerUrl, { workerData: { seed } })
       worker.unref()
-      // a dead worker only slows a batch down: the main thread signs what it had claimed (STALL_MS)
+      // a dead worker only slows bulk writes down: the main thread signs whatever is not ready
       worker.on('error', (err) => { logger.error({ err }, 'brain: signing worker failed') })
       workers.push(worker)
     }
@@ -97,27 +95,17 @@ export function createSignPool (identity: Identity, threads: number, logger: Log
         offset += messages[i].length
       }
       views.offsets[messages.length] = offset
+      views.control[BACK] = items.length - 1
+      views.control[FRONT] = -1
       for (const worker of workers) worker.postMessage(job)
 
-      const signHere = (j: number): void => {
-        views.signatures.set(identity.sign(items[j].context, items[j].bytes), j * SIGNATURE_SIZE)
-        Atomics.store(views.ready, j, 2)
-      }
       return {
         signature (i) {
           if (disabled) return identity.sign(items[i].context, items[i].bytes)
-          let waited = 0
-          while (Atomics.load(views.ready, i) === 0) {
-            const j = Atomics.add(views.control, 0, 1)
-            if (j < items.length) { signHere(j); continue }
-            // every record is claimed and a worker holds this one: wait for it, but not forever
-            if (Atomics.wait(views.ready, i, 0, 50) === 'timed-out') {
-              waited += 50
-              if (waited >= STALL_MS) signHere(i)
-            }
-          }
+          Atomics.store(views.control, FRONT, i)
+          if (Atomics.load(views.ready, i) !== 1) return identity.sign(items[i].context, items[i].bytes)
           const signature = views.signatures.slice(i * SIGNATURE_SIZE, (i + 1) * SIGNATURE_SIZE)
-          if (!workerSignatureChecked && Atomics.load(views.ready, i) === 1) {
+          if (!workerSignatureChecked) {
             // belt and braces: the first signature from a worker must verify under the identity's key
             if (!verifySignature(identity.publicKey, items[i].context, items[i].bytes, signature)) {
               disabled = true

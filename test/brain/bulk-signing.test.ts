@@ -48,3 +48,33 @@ test('a brain whose identity cannot hand its key to workers signs on the main th
   assert.ok(result.created > 100)
   assert.equal(brain.verify({ signatures: true }).ok, true)
 })
+
+test('a large bulk write flags the same near-duplicates as writing one at a time (band filter)', async (t) => {
+  const identity = await identityFromKeyPair(generateEd25519())
+  const bulk = await openBrain(t, { identity, durability: 'normal' })
+  const single = await openBrain(t, { identity, durability: 'normal', signingThreads: 0 })
+  // distinct texts (made-up words), so each has at most a few near-duplicate candidates
+  let state = 7
+  const word = (): string => {
+    state = (state * 1103515245 + 12345) % 2147483648
+    return 'w' + (state % 100000).toString(36)
+  }
+  const sentence = (): string => Array.from({ length: 12 }, word).join(' ')
+  // a brain with memories already (the filter is loaded from the table) and a large bulk write
+  const before: RememberInput[] = Array.from({ length: 300 }, () => ({ content: sentence() }))
+  const many: RememberInput[] = []
+  for (let i = 0; i < 1100; i++) {
+    many.push({ content: sentence() })
+    // restates a memory from before the bulk write, and one from earlier in this bulk write
+    if (i % 100 === 0) many.push({ content: before[i % 300].content + ' again' })
+    if (i % 100 === 50) many.push({ content: many[many.length - 1].content + ' today' })
+  }
+  bulk.brain.rememberMany(before)
+  before.forEach((input) => single.brain.remember(input))
+  const a = bulk.brain.rememberMany(many, { batchSize: 500 })
+  const b = many.map((input) => single.brain.remember(input))
+  assert.deepEqual(a.ids, b.map((r) => r.memory.id))
+  const flagged = b.filter((r) => r.memory.duplicateOf !== null)
+  assert.ok(flagged.length >= 20, `near-duplicates flagged one at a time: ${flagged.length}`)
+  for (const id of a.ids) assert.equal(bulk.brain.get(id).duplicateOf, single.brain.get(id).duplicateOf, id)
+})
