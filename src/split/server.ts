@@ -277,6 +277,12 @@ export function createLayerServer (options: LayerServerOptions): LayerServer {
     if (session === null || session.id !== request.sessionId) throw fail(INFER_ERRORS.unknownSession, `no session ${request.sessionId.slice(0, 128)} on this stream`)
     let frame: Uint8Array = request.frame
     if (session.inbox !== null) {
+      // a moved session says so at once rather than waiting for a push that will not come
+      while (session.handoff !== null) await session.handoff
+      if (session.movedTo !== null) {
+        markTold(session)
+        throw new SessionMovedError(session.id, session.movedTo)
+      }
       // push: the input comes from the upstream server the client named, never from the client
       if (request.pushedStep == null || request.frame.byteLength > 0) throw fail(INFER_ERRORS.protocol, 'this session takes its inputs pushed by its upstream server: a step names pushed_step and carries no frame')
       if (request.pushedStep !== session.nextStep) throw fail(INFER_ERRORS.outOfOrder, `expected step ${session.nextStep}, got ${request.pushedStep}`)

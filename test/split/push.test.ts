@@ -451,3 +451,34 @@ test('the push leg\'s limits: a pushed step whose input never comes fails ERR_PU
     await server.stop()
   }
 })
+
+test('a server drained mid-generation with push on: the client falls back to relaying, rebuilds the chain without it, output unchanged', async () => {
+  const prompt = promptIds(12, 6)
+  const request = { promptIds: prompt, maxTokens: 20, stopTokens: [] }
+  const expected = await localSplit.generate(request)
+  const mesh = await openMesh({ middle: [2, 4] })
+  const draining = world.servers[1]
+  let drained: Promise<unknown> | undefined
+  try {
+    const result = await mesh.generate({
+      ...request,
+      onToken: (event) => {
+        if (event.index !== 6) return
+        drained = draining.drain(world.peer(4), { identity: world.swarm.nodes[2].identity, clientWaitMs: 0 })
+      }
+    })
+    assert.ok(drained !== undefined)
+    const report = await drained as { moved: unknown[] }
+    assert.equal(report.moved.length, 1, 'the push session was handed off like any other')
+    assert.deepEqual(result.tokens, expected.tokens)
+    assert.deepEqual(result.failovers.map((f) => [f.hop, f.from, f.to]), [[1, world.peer(2).toString(), world.peer(4).toString()]])
+    assert.equal(result.push?.fallback?.hop, 1)
+  } finally {
+    await drained?.catch(() => {})
+    await mesh.close()
+    await draining.stop()
+    const restarted = createLayerServer({ libp2p: world.swarm.nodes[2].mesh.libp2p, dataDir: world.dataDir, model: world.model, layers: SPANS[1], threads: 1 })
+    await restarted.start()
+    world.servers[1] = restarted
+  }
+})
