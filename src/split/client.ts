@@ -488,8 +488,11 @@ class MeshRun {
     this.pushChain = null
     const blamed = err instanceof PushHopError ? err : null
     const code = codeOf(err)
-    // a server that does not push is fine for relaying; any other failure bans the hop's server
-    if (blamed !== null && code !== PUSH_ERRORS.unsupported) this.model.ban(blamed.peer)
+    // a server that does not push is fine for relaying; any other failure bans the hop's server,
+    // unless it is the span's only one (the blame is a best guess: the rebuild then tries it again)
+    if (blamed !== null && code !== PUSH_ERRORS.unsupported && this.model.candidates(this.hops[blamed.hop].hop, new Set([blamed.peer.toString()])).length > 0) {
+      this.model.ban(blamed.peer)
+    }
     const past = this.headOutputs.splice(0)
     const replayed = past.reduce((n, rows) => n + rows.length, 0) / this.model.manifest.spec.hiddenSize
     logger.warn({ hop: blamed?.hop, peer: blamed?.peer.toString(), code, err: errorMessage(err), replayed }, 'push chain failed; relaying from here, the chain rebuilt from the head outputs')

@@ -29,7 +29,7 @@ export async function servePushStream (channel: MessageChannel, options: PushRec
   const from: PeerId = channel.remotePeer
   try {
     while (!options.signal.aborted) {
-      let bytes
+      let bytes: Awaited<ReturnType<MessageChannel['receive']>>
       try {
         bytes = await channel.receive({ signal: options.signal, timeoutMs: options.idleTimeoutMs, timeoutCode: 'ERR_IDLE_TIMEOUT' })
       } catch (err) {

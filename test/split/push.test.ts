@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
-import { openChannel } from '../../src/mesh/index.ts'
+import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
 import { decodeActivationFrame, encodeActivationFrame } from '../../src/usxf/index.ts'
 import { InferPush, InferPushReply, InferRequest, InferResponse } from '../../src/pb/infer.ts'
 import { createLayerServer, MeshModel, PUSH_PROTOCOL, type LayerServer, type MeshHop } from '../../src/split/index.ts'
@@ -480,5 +480,25 @@ test('a server drained mid-generation with push on: the client falls back to rel
     const restarted = createLayerServer({ libp2p: world.swarm.nodes[2].mesh.libp2p, dataDir: world.dataDir, model: world.model, layers: SPANS[1], threads: 1 })
     await restarted.start()
     world.servers[1] = restarted
+  }
+})
+
+test('a hop that stalls at open with push on is caught by the reply deadline; the generation is relayed around it', async () => {
+  const stalled = world.swarm.nodes[STRANGER].mesh.libp2p
+  await stalled.handle('/permagent/infer/1.0.0', async (stream, connection) => {
+    const channel = new MessageChannel('/permagent/infer/1.0.0', stream, connection.remotePeer, 1 << 20)
+    // reads whatever comes and answers nothing, until the client gives up on it
+    try { for (;;) await channel.receive({ timeoutMs: 60_000 }) } catch {}
+  })
+  const mesh = await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: chain([STRANGER, 4]), quantization: 'none', threads: 1, push: true, timeouts: { replyMs: 1500 } })
+  try {
+    const request = { promptIds: promptIds(9, 8), maxTokens: 6, stopTokens: [] }
+    const result = await mesh.generate(request)
+    assert.deepEqual(result.tokens, (await localSplit.generate(request)).tokens)
+    assert.deepEqual(result.failovers.map((f) => [f.hop, f.from, f.to, f.code]), [[1, world.peer(STRANGER).toString(), world.peer(4).toString(), 'ERR_REPLY_TIMEOUT']])
+    assert.deepEqual(result.push, { steps: 0, disabled: null, fallback: { step: 0, hop: 1, code: 'ERR_REPLY_TIMEOUT' } })
+  } finally {
+    await mesh.close()
+    await stalled.unhandle('/permagent/infer/1.0.0')
   }
 })
