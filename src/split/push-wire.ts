@@ -1,3 +1,5 @@
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { FRAME_HEADER_BYTES } from '../usxf/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 
@@ -16,4 +18,14 @@ export function frameStep (frame: Uint8Array): number {
     throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'a push carries a USXF activation frame')
   }
   return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(8, true)
+}
+
+/** A peer id named in a message (push_to, upstream, client_peer), or a typed error. */
+export function parsePeerField (value: string, field: string): PeerId {
+  if (value.length > 128) throw new SplitInferenceError(INFER_ERRORS.invalidMessage, `${field} is a peer id of at most 128 characters`)
+  try {
+    return peerIdFromString(value)
+  } catch (err) {
+    throw new SplitInferenceError(INFER_ERRORS.invalidMessage, `${field} is not a peer id`, { cause: err })
+  }
 }

@@ -12,11 +12,10 @@ import { receiveHandoff } from './handoff-receive.ts'
 import { sendSessionState } from './handoff-send.ts'
 import { HANDOFF_MAX_MESSAGE_BYTES, HANDOFF_PROTOCOL, HandoffWire } from './handoff-wire.ts'
 import { aligned, bytesToHex, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, requestKind, validSessionId } from './protocol.ts'
-import { parsePeerField } from './push-errors.ts'
 import { PushInbox } from './push-inbox.ts'
 import { servePushStream } from './push-receive.ts'
 import { PushSender } from './push-send.ts'
-import { PUSH_BACKLOG, PUSH_MESSAGE_SLACK, PUSH_PROTOCOL } from './push-wire.ts'
+import { parsePeerField, PUSH_BACKLOG, PUSH_MESSAGE_SLACK, PUSH_PROTOCOL } from './push-wire.ts'
 
 export interface LayerServerLimits {
   /** Sessions held at once, over all clients (default 16). */
