@@ -4,10 +4,12 @@
 //                      [--nodes 20] [--shards 10000] [--rate 500] [--skip catchup,convergence]
 import { hashes as nobleHashes, verify as nobleVerify } from '@noble/ed25519'
 import { sha512 } from '@noble/hashes/sha2.js'
+import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { domainSeparated, generateEd25519, identityFromKeyPair, SIGNATURE_CONTEXTS } from '../src/identity/index.ts'
 import { createSwarm } from '../src/simulation/index.ts'
 import { createShard, decodeShard, encodeCanonicalJson, type Shard } from '../src/team/index.ts'
+import type { SyncStats } from '../src/team/sync/index.ts'
 import { benchFlags, intList, progress, report, rssMiB, summarize, type Cell } from './lib/index.ts'
 
 const flags = benchFlags({
@@ -57,6 +59,22 @@ interface CatchUpResult {
   ratio: number
   rounds: number
   shardsPerSecond: number
+  /** CPU seconds of the whole process (both nodes, every thread) during the catch-up. */
+  cpuSeconds: number
+  /** Share of the catch-up the main thread's event loop was busy (both nodes share it). */
+  mainThreadBusy: number
+  /** CPU seconds of the main thread alone (Linux; null elsewhere): the rest is the verification workers. */
+  mainThreadCpuSeconds: number | null
+}
+
+/** CPU seconds the main thread has used (Linux /proc; null where it cannot be read). */
+function mainThreadCpu (): number | null {
+  try {
+    const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -83,7 +101,8 @@ async function catchUp (count: number, kind: 'dispute' | 'memory'): Promise<Catc
         for (let i = 0; i < 1000 && done < count; i++, done++) {
           batch.push(createShard(a.identity, { teamId, kind: 'dispute', body: encodeCanonicalJson({ reason: `observation ${done} does not match the log `.padEnd(180, '.'), target: 'cd'.repeat(32) }), visibility: 'team', hlc: a.team.clock.now() }).bytes)
         }
-        a.team.acceptShards(batch, 'local', teamId)
+        // signed here a moment ago, as publish() does: only the catch-up on B checks signatures
+        a.team.acceptShards(batch, 'local', teamId, batch.map(() => true))
       }
     } else {
       for (let i = 0; i < count; i++) await a.shared.remember({ content: `observation ${i}: the reading at station ${i % 97} was ${(i * 7919) % 1000} units`, visibility: 'team' }, teamId)
@@ -94,19 +113,27 @@ async function catchUp (count: number, kind: 'dispute' | 'memory'): Promise<Catc
     // (a session started on connect would otherwise run before it)
     await b.mesh.connect(a.mesh.addresses()[0])
     await b.team.start()
+    // every session B takes part in counts (A may start one of its own as B reconnects; the two
+    // nodes then run one and the other follows it)
+    const sessions: SyncStats[] = []
+    const onSync = (event: Event): void => { sessions.push((event as CustomEvent<{ stats: SyncStats }>).detail.stats) }
+    b.team.events.addEventListener('sync', onSync)
     const start = performance.now()
-    let stats = await b.team.syncWith(a.mesh.peerId, teamId, { signal: AbortSignal.timeout(600_000) })
-    let wireBytes = stats.bytesSent + stats.bytesReceived
-    let shardBytes = stats.shardBytesReceived + stats.shardBytesSent
-    let rounds = stats.rounds
-    while (b.team.store.count(teamId) < total) {
-      stats = await b.team.syncWith(a.mesh.peerId, teamId, { signal: AbortSignal.timeout(600_000) })
-      wireBytes += stats.bytesSent + stats.bytesReceived
-      shardBytes += stats.shardBytesReceived + stats.shardBytesSent
-      rounds += stats.rounds
-    }
+    const cpuBefore = process.cpuUsage()
+    const loopBefore = performance.eventLoopUtilization()
+    const mainBefore = mainThreadCpu()
+    await b.team.syncWith(a.mesh.peerId, teamId, { signal: AbortSignal.timeout(600_000) })
+    while (b.team.store.count(teamId) < total) await b.team.syncWith(a.mesh.peerId, teamId, { signal: AbortSignal.timeout(600_000) })
     const seconds = (performance.now() - start) / 1000
-    return { kind, shards: count, seconds, shardBytes, wireBytes, ratio: wireBytes / shardBytes, rounds, shardsPerSecond: count / seconds }
+    b.team.events.removeEventListener('sync', onSync)
+    const wireBytes = sessions.reduce((sum, s) => sum + s.bytesSent + s.bytesReceived, 0)
+    const shardBytes = sessions.reduce((sum, s) => sum + s.shardBytesReceived + s.shardBytesSent, 0)
+    const rounds = sessions.reduce((sum, s) => sum + s.rounds, 0)
+    const cpu = process.cpuUsage(cpuBefore)
+    const mainThreadBusy = performance.eventLoopUtilization(loopBefore).utilization
+    const mainAfter = mainThreadCpu()
+    const mainThreadCpuSeconds = mainBefore != null && mainAfter != null ? mainAfter - mainBefore : null
+    return { kind, shards: count, seconds, shardBytes, wireBytes, ratio: wireBytes / shardBytes, rounds, shardsPerSecond: count / seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainThreadBusy, mainThreadCpuSeconds }
   } finally {
     await swarm.stop()
   }
@@ -253,8 +280,8 @@ if (!skip.has('catchup')) {
   result.catchUp = runs
   tables.push({
     title: 'catch-up: a node offline while shards were written (2 full nodes, memory transport, one sync session)',
-    headers: ['shards', 'kind', 'seconds', 'shards/s', 'shard bytes', 'wire bytes', 'wire/shard bytes', 'round trips'],
-    rows: runs.map((r) => [r.shards, r.kind === 'dispute' ? 'team shards (validated + stored)' : 'team memories (+ brain verify + index)', r.seconds, r.shardsPerSecond, r.shardBytes, r.wireBytes, r.ratio, r.rounds])
+    headers: ['shards', 'kind', 'seconds', 'shards/s', 'cpu s (all threads)', 'main thread cpu s', 'main thread busy', 'shard bytes', 'wire bytes', 'wire/shard bytes', 'round trips'],
+    rows: runs.map((r) => [r.shards, r.kind === 'dispute' ? 'team shards (validated + stored)' : 'team memories (+ brain verify + index)', r.seconds, r.shardsPerSecond, r.cpuSeconds, r.mainThreadCpuSeconds, r.mainThreadBusy, r.shardBytes, r.wireBytes, r.ratio, r.rounds])
   })
   notes.push(`catch-up: ${runs[0].shards.toLocaleString('en-US')} shards in ${runs[0].seconds.toFixed(2)} s (target <= 10 s), wire bytes ${runs[0].ratio.toFixed(3)}x the shards' own (target <= 1.2x); wire bytes are sync frames both ways (yamux/noise framing not counted)`)
 }

@@ -18,7 +18,6 @@ import { createSyncService, MemoryReconcileSet, RESOURCE_SKILL_BUNDLE, type Fetc
 import { teamTopic } from './topics.ts'
 import { validateShard, type AcceptedShard } from './validator.ts'
 import { createVerifyPool, type VerifyPool } from './verify-pool.ts'
-import { domainSeparated, SIGNATURE_CONTEXTS } from '../identity/index.ts'
 
 /** How the brain takes part: it checks record bodies and indexes accepted records for recall. */
 export interface TeamMemoryPort {
@@ -110,7 +109,10 @@ export interface TeamService {
   fetchSkillBundles: (peer: PeerId, teamId: string, ids: Uint8Array[], options?: { signal?: AbortSignal, timeoutMs?: number }) => Promise<FetchResult>
   readonly store: ShardStore
   readonly clock: HybridClock
-  /** Fires 'shard' (detail: Shard) for every newly stored shard. */
+  /**
+   * Fires 'shard' (detail: Shard) for every newly stored shard, and 'sync' (detail: { stats:
+   * SyncStats, error?: Error }) after every sync session, both roles.
+   */
   readonly events: EventTarget
 }
 
@@ -138,7 +140,8 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   const sync: SyncService = createSyncService({
     libp2p: mesh.libp2p,
     logger: logger.child({ component: 'sync' }),
-    intervalMs: options.syncIntervalMs ?? 60_000
+    intervalMs: options.syncIntervalMs ?? 60_000,
+    onSession: (stats, error) => { events.dispatchEvent(new CustomEvent('sync', { detail: { stats, error } })) }
   })
 
   const reconcileSet = (teamId: string): MemoryReconcileSet => {
@@ -168,7 +171,13 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     membership,
     now,
     maxClockSkewMs,
-    checkBody: (shard: Shard) => { if (shard.kind === 'skill') skills?.checkBody(shard); else memories?.checkBody(shard) }
+    checkBody: (shard: Shard) => { if (shard.kind === 'skill') skills?.checkBody(shard); else memories?.checkBody(shard) },
+    // a subscribed team's reconciliation set holds exactly its stored shards (built from the
+    // store, and every commit adds to it): a lookup there spares a B-tree probe per shard
+    isStored: (shard: Shard) => {
+      const set = reconcileSets.get(shard.teamId)
+      return set != null ? set.has(shard.hlc.wallMs, Buffer.from(shard.id, 'hex')) : store.has(shard.id)
+    }
   }
   const shardsOfKindStatement = options.db.prepare('SELECT bytes FROM team_shards WHERE team_id = ? AND kind = ? ORDER BY hlc_wall, id').pluck()
 
@@ -220,12 +229,22 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
 
   const prepareBatch = async (list: Uint8Array[]): Promise<{ verified?: boolean[], decoded?: Array<Shard | undefined> }> => {
     if (list.length < PARALLEL_MIN_BATCH) return {}
-    const decoded = list.map((bytes) => { try { return decodeShard(bytes, { verify: false }) } catch { return undefined } })
-    const items = decoded.map((shard) => shard == null
-      ? { publicKey: new Uint8Array(0), message: new Uint8Array(0), signature: new Uint8Array(0) }
-      : { publicKey: Buffer.from(shard.authorKey, 'hex'), message: domainSeparated(SIGNATURE_CONTEXTS.shard, shard.content), signature: shard.signature })
     verifyPool ??= createVerifyPool()
-    const verified = await verifyPool.verify(items)
+    // the workers run the whole decode and the signature check; here only the structure is
+    // decoded again. A shard that failed there is left undecoded and unverified, so
+    // validateShard checks it from scratch and rejects it with the reason.
+    const checked = await verifyPool.checkShards(list)
+    const verified: boolean[] = new Array(list.length)
+    const decoded: Array<Shard | undefined> = new Array(list.length)
+    for (let i = 0; i < list.length; i++) {
+      const checkedId = checked[i]
+      verified[i] = false
+      if (checkedId === undefined) continue
+      try {
+        decoded[i] = decodeShard(list[i], { verify: false, checkedId })
+        verified[i] = true
+      } catch {}
+    }
     return { verified, decoded }
   }
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, hash } from 'node:crypto'
 import { SIGNATURE_CONTEXTS, verifySignature, type Identity } from '../identity/index.ts'
 import { Shard as ShardWire, ShardContent } from '../pb/team.ts'
 import { ShardRejectedError } from './errors.ts'
@@ -56,7 +56,8 @@ function fromHex (value: string, bytes: number, what: string): Uint8Array<ArrayB
 }
 
 export function shardIdOf (content: Uint8Array): string {
-  return createHash('sha256').update(content).digest('hex')
+  // the one-shot hash: no Hash object per shard (it is on the path of every shard checked)
+  return hash('sha256', content, 'hex')
 }
 
 // a team has few authors and every shard names one: hash each key once
@@ -90,12 +91,23 @@ export function createShard (identity: Identity, draft: ShardDraft): Shard {
   return decodeShard(bytes, { verify: false })
 }
 
+export interface DecodeOptions {
+  /** false: leave the signature to the caller (default: check it). */
+  verify?: boolean
+  /**
+   * The id the verification pool computed when it decoded these same bytes in full (canonical
+   * encoding, signature): the re-encoding and hashing are not repeated. Only for bytes that passed
+   * decodeShard with verify in a worker; every other check still runs.
+   */
+  checkedId?: string
+}
+
 /**
  * Decodes a shard from the wire and checks what the bytes alone can tell: size, schema,
  * canonical encoding, and (unless verify is false) the signature. Membership, team and clock
  * checks need state and happen in the validator.
  */
-export function decodeShard (bytes: Uint8Array, options: { verify?: boolean } = {}): Shard {
+export function decodeShard (bytes: Uint8Array, options: DecodeOptions = {}): Shard {
   if (bytes.byteLength > MAX_SHARD_BYTES) throw new ShardRejectedError('ERR_SHARD_TOO_LARGE', `shard is ${bytes.byteLength} bytes; the limit is ${MAX_SHARD_BYTES}`)
   let wire: ShardWire
   let content: ShardContent
@@ -106,8 +118,7 @@ export function decodeShard (bytes: Uint8Array, options: { verify?: boolean } = 
     throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard does not decode: ${(err as Error).message}`)
   }
   // one encoding per shard: re-encoding must give the same bytes, so the id is unambiguous
-  const canonical = ShardContent.encode(content)
-  if (Buffer.compare(canonical, wire.content) !== 0) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'shard content is not in canonical encoding')
+  if (options.checkedId == null && Buffer.compare(ShardContent.encode(content), wire.content) !== 0) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'shard content is not in canonical encoding')
   if (content.version !== SHARD_FORMAT_VERSION) throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard format version ${content.version} is not supported (this node reads ${SHARD_FORMAT_VERSION})`)
   if (content.teamId.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'team id must be 32 bytes')
   if (content.author.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'author key must be 32 bytes')
@@ -125,7 +136,7 @@ export function decodeShard (bytes: Uint8Array, options: { verify?: boolean } = 
   if (options.verify !== false && !verifySignature(content.author, SIGNATURE_CONTEXTS.shard, wire.content, wire.signature)) {
     throw new ShardRejectedError('ERR_SHARD_BAD_SIGNATURE', 'shard signature does not verify')
   }
-  const id = shardIdOf(wire.content)
+  const id = options.checkedId ?? shardIdOf(wire.content)
   for (const superseded of sortedSupersedes) {
     if (superseded === id) throw new ShardRejectedError('ERR_SHARD_BAD_SUPERSEDES', 'a shard cannot supersede itself')
   }

@@ -13,6 +13,12 @@ export interface ValidationContext {
   maxClockSkewMs: number
   /** Checks a memory/relation/retraction body (the brain's rules); throws ShardRejectedError. */
   checkBody?: (shard: Shard) => void
+  /**
+   * Whether the shard is stored already, when the caller can tell faster than the store (an
+   * in-memory index of the team's shards); default: store.has. Only an early way out for
+   * duplicates: the store ignores a duplicate insert anyway.
+   */
+  isStored?: (shard: Shard) => boolean
 }
 
 export interface AcceptedShard {
@@ -46,7 +52,7 @@ export function validateShard (bytes: Uint8Array, context: ValidationContext, ex
     throw new ShardRejectedError('ERR_SHARD_BAD_SIGNATURE', 'shard signature does not verify')
   }
   if (expectedTeam != null && shard.teamId !== expectedTeam) throw new ShardRejectedError('ERR_SHARD_WRONG_TEAM', `shard is for team ${shard.teamId}, not ${expectedTeam}`)
-  if (context.store.has(shard.id)) return undefined
+  if (context.isStored != null ? context.isStored(shard) : context.store.has(shard.id)) return undefined
   const membership = context.membership(shard.teamId)
   if (membership == null) throw new ShardRejectedError('ERR_SHARD_WRONG_TEAM', `this node is not in team ${shard.teamId}`)
   if (shard.hlc.wallMs > context.now() + context.maxClockSkewMs) {

@@ -1,18 +1,24 @@
-// Worker side of the verification pool: checks Ed25519 signatures off the main thread.
+// Worker side of the verification pool: decodes shards in full and checks their Ed25519
+// signatures off the main thread; answers which passed, with their ids.
 import { parentPort } from 'node:worker_threads'
-import { verifyRaw } from '../identity/ed25519.ts'
+import { decodeShard } from './shard.ts'
+import { ID_BYTES } from './sync/set.ts'
+import type { CheckAnswer, CheckJob } from './verify-pool.ts'
 
-interface Job {
-  id: number
-  keys: Uint8Array
-  signatures: Uint8Array
-  messages: Uint8Array[]
-}
-
-parentPort?.on('message', (job: Job) => {
-  const results = new Uint8Array(job.messages.length)
-  for (let i = 0; i < job.messages.length; i++) {
-    results[i] = verifyRaw(job.keys.subarray(i * 32, i * 32 + 32), job.messages[i], job.signatures.subarray(i * 64, i * 64 + 64)) ? 1 : 0
+parentPort?.on('message', (job: CheckJob) => {
+  const count = job.offsets.length - 1
+  const passed = new Uint8Array(count)
+  const ids = new Uint8Array(count * ID_BYTES)
+  for (let i = 0; i < count; i++) {
+    try {
+      const shard = decodeShard(job.packed.subarray(job.offsets[i], job.offsets[i + 1]))
+      ids.set(Buffer.from(shard.id, 'hex'), i * ID_BYTES)
+      passed[i] = 1
+    } catch {
+      // the main thread decodes a failed shard again, to reject it with the reason
+      passed[i] = 0
+    }
   }
-  parentPort?.postMessage({ id: job.id, results }, [results.buffer])
+  const answer: CheckAnswer = { id: job.id, passed, ids }
+  parentPort?.postMessage(answer, [passed.buffer, ids.buffer])
 })

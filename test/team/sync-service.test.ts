@@ -324,3 +324,41 @@ test('syncWith during a running session queues one shared follow-up that sees wh
     }
   })
 })
+
+test('both nodes starting a session with each other at once: one goes on, the other follows it, each shard moves once', async () => {
+  await withSwarm(2, async (swarm) => {
+    const [nodeA, nodeB] = swarm.nodes
+    const members = new Set(swarm.nodes.map((n) => n.mesh.peerId.toString()))
+    const random = seededRandom(11)
+    const a = new TestStore()
+    const b = new TestStore()
+    for (const shard of fill(a, random, 500)) b.insert(shard)
+    const onlyA = fill(a, random, 3000)
+    const onlyB = fill(b, random, 200)
+    const failures: Error[] = []
+    const record = (_stats: SyncStats, error?: Error): void => { if (error != null) failures.push(error) }
+    const serviceA = await serve(nodeA, a, members, { onSession: record })
+    const serviceB = await serve(nodeB, b, members, { onSession: record })
+    try {
+      await nodeB.mesh.connect(nodeA.mesh.addresses()[0])
+      const [fromA, fromB] = await Promise.all([
+        serviceA.syncWith(nodeB.mesh.peerId, TEAM, { signal: AbortSignal.timeout(60_000) }),
+        serviceB.syncWith(nodeA.mesh.peerId, TEAM, { signal: AbortSignal.timeout(60_000) })
+      ])
+      assert.ok(sameContents(a, b))
+      for (const shard of onlyA) assert.ok(b.has(shard))
+      for (const shard of onlyB) assert.ok(a.has(shard))
+      // had both sessions run side by side, the shards would have been pushed (and checked) twice
+      assertDeliveredOnce(a)
+      assertDeliveredOnce(b)
+      assert.equal(fromA.shardsSent + fromB.shardsReceived, onlyA.length)
+      assert.equal(fromA.shardsReceived + fromB.shardsSent, onlyB.length)
+      // the session that was refused for overlap is the only failure, and only on the larger id's side
+      const overlaps = failures.filter((e) => e instanceof RequestError && e.code === 'ERR_SESSION_OVERLAP')
+      assert.equal(overlaps.length, failures.length, failures.map((e) => e.message).join('; '))
+    } finally {
+      await serviceB.stop()
+      await serviceA.stop()
+    }
+  })
+})

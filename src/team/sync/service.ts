@@ -78,6 +78,10 @@ export interface SyncService {
 
 /** Not a member, or a team this node does not serve: the same answer, so nothing leaks. */
 const NOT_AUTHORIZED = 'ERR_NOT_AUTHORIZED'
+/** The peer runs its own session with us for the same team; ours is retried after it. */
+const SESSION_OVERLAP = 'ERR_SESSION_OVERLAP'
+/** Refusals for overlap before a session gives up (each waits for the peer's session first). */
+const MAX_OVERLAP_ATTEMPTS = 5
 
 export function checkTeamId (teamId: unknown): string {
   if (typeof teamId !== 'string' || teamId.length === 0 || Buffer.byteLength(teamId) > SYNC_LIMITS.maxTeamIdBytes) {
@@ -127,6 +131,13 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
   let active = 0
   const lanes = new Map<string, { running: Promise<SyncStats>, queued?: Promise<SyncStats> }>()
   const running = new Set<Promise<unknown>>()
+  // Two sessions between the same two nodes for the same team (each side's own: sync on connect
+  // as the other dials, an explicit syncWith, a periodic round) would push the same shards twice,
+  // and the receiver would verify each twice. Per (peer, team): the sessions running each way,
+  // and who is waiting for an inbound one to start.
+  const outbound = new Map<string, number>()
+  const inbound = new Map<string, Promise<void>>()
+  const inboundWaiters = new Map<string, Set<() => void>>()
 
   const track = <T>(promise: Promise<T>): Promise<T> => {
     running.add(promise)
@@ -167,8 +178,55 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
     return error
   }
 
+  /**
+   * Resolves once no session the peer started with us for this team is running; when
+   * `appearWithinMs` is given, first waits that long for one to start (the peer told us it runs
+   * one, and its first frame may still be on the way).
+   */
+  const inboundSettled = async (key: string, signal: AbortSignal, appearWithinMs = 0): Promise<void> => {
+    if (!inbound.has(key) && appearWithinMs > 0) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer)
+          signal.removeEventListener('abort', done)
+          inboundWaiters.get(key)?.delete(done)
+          resolve()
+        }
+        const timer = setTimeout(done, appearWithinMs)
+        signal.addEventListener('abort', done, { once: true })
+        let waiters = inboundWaiters.get(key)
+        if (waiters == null) inboundWaiters.set(key, waiters = new Set())
+        waiters.add(done)
+      })
+    }
+    for (let current = inbound.get(key); current != null && !signal.aborted; current = inbound.get(key)) {
+      await Promise.race([current, new Promise<void>((resolve) => { signal.addEventListener('abort', () => { resolve() }, { once: true }) })])
+    }
+    signal.throwIfAborted()
+  }
+
   const runOutbound = async (peer: PeerId, teamId: string, signal?: AbortSignal): Promise<SyncStats> => {
     if (!started) throw new PermagentError('ERR_NOT_STARTED', 'the sync service is not running')
+    const key = `${peer.toString()}/${teamId}`
+    const sessionSignal = AbortSignal.any([controller.signal, ...(signal != null ? [signal] : [])])
+    for (let attempt = 1; ; attempt++) {
+      // one the peer started is running: ours follows it, and finds only what it did not bring
+      await inboundSettled(key, sessionSignal, attempt > 1 ? 2_000 : 0)
+      outbound.set(key, (outbound.get(key) ?? 0) + 1)
+      try {
+        return await runOutboundSession(peer, teamId, signal)
+      } catch (err) {
+        // both sides started one at once and the peer's goes first (see onInbound)
+        if (!(err instanceof RequestError && err.code === SESSION_OVERLAP && err.remote) || attempt >= MAX_OVERLAP_ATTEMPTS) throw err
+      } finally {
+        const left = (outbound.get(key) ?? 1) - 1
+        if (left > 0) outbound.set(key, left)
+        else outbound.delete(key)
+      }
+    }
+  }
+
+  const runOutboundSession = async (peer: PeerId, teamId: string, signal?: AbortSignal): Promise<SyncStats> => {
     const team = teams.get(teamId)
     if (team == null) throw new PermagentError('ERR_UNKNOWN_TEAM', `this node does not sync team ${teamId}`)
     if (!await authorised(team, peer, teamId)) throw new RequestError(NOT_AUTHORIZED, SYNC_PROTOCOL, `peer ${peer.toString()} is not a member of team ${teamId}`)
@@ -238,7 +296,24 @@ export function createSyncService (options: SyncServiceOptions): SyncService {
         await channel.close(AbortSignal.timeout(sessionOptions.readTimeoutMs)).catch(() => { channel.abort(new Error('refused')) })
         return
       }
-      const stats = await session.respond(teamId, team)
+      const key = `${connection.remotePeer.toString()}/${teamId}`
+      // our own session with this peer for this team runs too: the one started by the node with
+      // the smaller peer id goes on, the other is refused and its initiator retries after it
+      // (both sides apply the same rule, so exactly one of the two goes on)
+      if ((outbound.get(key) ?? 0) > 0 && libp2p.peerId.toString() < connection.remotePeer.toString()) {
+        await session.sendError(SESSION_OVERLAP, 'a session between us for this team is running; retry after it')
+        await channel.close(AbortSignal.timeout(sessionOptions.readTimeoutMs)).catch(() => { channel.abort(new Error('refused')) })
+        return
+      }
+      let finished: () => void = noop
+      const done = new Promise<void>((resolve) => { finished = resolve })
+      inbound.set(key, done)
+      for (const wake of inboundWaiters.get(key) ?? []) wake()
+      inboundWaiters.delete(key)
+      const stats = await session.respond(teamId, team).finally(() => {
+        if (inbound.get(key) === done) inbound.delete(key)
+        finished()
+      })
       logger.debug({ ...stats }, 'sync session served')
       report(stats)
     } catch (err) {

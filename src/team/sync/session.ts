@@ -53,10 +53,13 @@ export interface SessionOptions {
 
 export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, 'reconcile'> = {
   readTimeoutMs: 20_000,
-  batchBytes: 256 * 1024,
-  batchShards: 2048,
+  // each batch is one transaction on the receiver: bigger batches, fewer commits (a commit
+  // rewrites every index page the batch touched). The window stays under libp2p's 4 MiB stream
+  // read buffer: 4 unacknowledged batches (2 MiB) and a reconciliation frame (<= 1 MiB).
+  batchBytes: 512 * 1024,
+  batchShards: 4096,
   ackWindow: 4,
-  lookupChunk: 512,
+  lookupChunk: 1024,
   maxTurns: 200,
   maxRejected: 10_000
 }
