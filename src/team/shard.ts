@@ -1,7 +1,9 @@
 import { createHash, hash } from 'node:crypto'
-import { SIGNATURE_CONTEXTS, verifySignature, type Identity } from '../identity/index.ts'
+import { domainSeparated, SIGNATURE_CONTEXTS, type Identity } from '../identity/index.ts'
+import { verifyRaw } from '../identity/ed25519.ts'
 import { Shard as ShardWire, ShardContent } from '../pb/team.ts'
 import { ShardRejectedError } from './errors.ts'
+import { readCanonicalContent } from './shard-content.ts'
 import type { HlcTime } from './hlc.ts'
 
 export const SHARD_FORMAT_VERSION = 1
@@ -60,6 +62,16 @@ export function shardIdOf (content: Uint8Array): string {
   return hash('sha256', content, 'hex')
 }
 
+// What the author signed: the content, domain-separated for shards. The separation prefix is the
+// same for every shard, so it is built once (by domainSeparated itself, the one definition of it).
+const SHARD_SIGNING_PREFIX = domainSeparated(SIGNATURE_CONTEXTS.shard, new Uint8Array(0))
+function shardSigningBytes (content: Uint8Array): Uint8Array {
+  const out = new Uint8Array(SHARD_SIGNING_PREFIX.byteLength + content.byteLength)
+  out.set(SHARD_SIGNING_PREFIX, 0)
+  out.set(content, SHARD_SIGNING_PREFIX.byteLength)
+  return out
+}
+
 // a team has few authors and every shard names one: hash each key once
 const brainIdCache = new Map<string, string>()
 function brainIdOfKey (publicKeyHex: string): string {
@@ -95,9 +107,9 @@ export interface DecodeOptions {
   /** false: leave the signature to the caller (default: check it). */
   verify?: boolean
   /**
-   * The id the verification pool computed when it decoded these same bytes in full (canonical
-   * encoding, signature): the re-encoding and hashing are not repeated. Only for bytes that passed
-   * decodeShard with verify in a worker; every other check still runs.
+   * The id the verification pool computed when it decoded these same bytes in full and checked
+   * their signature: the hash is not computed again. Only for bytes that passed decodeShard with
+   * verify in a worker; every other check still runs.
    */
   checkedId?: string
 }
@@ -110,15 +122,13 @@ export interface DecodeOptions {
 export function decodeShard (bytes: Uint8Array, options: DecodeOptions = {}): Shard {
   if (bytes.byteLength > MAX_SHARD_BYTES) throw new ShardRejectedError('ERR_SHARD_TOO_LARGE', `shard is ${bytes.byteLength} bytes; the limit is ${MAX_SHARD_BYTES}`)
   let wire: ShardWire
-  let content: ShardContent
   try {
     wire = ShardWire.decode(bytes)
-    content = ShardContent.decode(wire.content)
   } catch (err) {
     throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard does not decode: ${(err as Error).message}`)
   }
-  // one encoding per shard: re-encoding must give the same bytes, so the id is unambiguous
-  if (options.checkedId == null && Buffer.compare(ShardContent.encode(content), wire.content) !== 0) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'shard content is not in canonical encoding')
+  // one encoding per shard (what re-encoding would give, checked while reading), so the id is unambiguous
+  const content = readCanonicalContent(wire.content)
   if (content.version !== SHARD_FORMAT_VERSION) throw new ShardRejectedError('ERR_SHARD_MALFORMED', `shard format version ${content.version} is not supported (this node reads ${SHARD_FORMAT_VERSION})`)
   if (content.teamId.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'team id must be 32 bytes')
   if (content.author.byteLength !== 32) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'author key must be 32 bytes')
@@ -133,7 +143,7 @@ export function decodeShard (bytes: Uint8Array, options: DecodeOptions = {}): Sh
     if (sortedSupersedes[i - 1] >= sortedSupersedes[i]) throw new ShardRejectedError('ERR_SHARD_NON_CANONICAL', 'supersedes must be sorted and unique')
   }
   if (content.hlcWallMs > BigInt(Number.MAX_SAFE_INTEGER)) throw new ShardRejectedError('ERR_SHARD_MALFORMED', 'hlc wall time out of range')
-  if (options.verify !== false && !verifySignature(content.author, SIGNATURE_CONTEXTS.shard, wire.content, wire.signature)) {
+  if (options.verify !== false && !verifyRaw(content.author, shardSigningBytes(wire.content), wire.signature)) {
     throw new ShardRejectedError('ERR_SHARD_BAD_SIGNATURE', 'shard signature does not verify')
   }
   const id = options.checkedId ?? shardIdOf(wire.content)
