@@ -204,7 +204,8 @@ export function register (program: Command, cli: CliContext): void {
     .option('--activations <q>', 'with --mesh: f16 (default), none (exact f32) or int8-block')
     .option('--team <id>', 'with --mesh: only current members of this team may serve (policy team-mesh)')
     .option('--verify <rate>', 'with --mesh: re-check this fraction of steps (0..1) on a second server per span, plus canaries; liars are excluded and reported')
-    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string, team?: string, verify?: string }, command: Command) => {
+    .option('--push', 'with --mesh: servers pass activations straight to the next server (fewer trips on slow links; off with --verify)')
+    .action(async (name: string, prompt: string | undefined, options: GenerationFlags & { promptIds?: string, dumpLogits?: string, json?: boolean, mesh?: boolean, headLayers?: string, tailLayers?: string, activations?: string, team?: string, verify?: string, push?: boolean }, command: Command) => {
       if ((prompt === undefined) === (options.promptIds === undefined)) throw new UsageError('give a prompt or --prompt-ids (not both)')
       const request = generationRequest(options)
       if (options.mesh === true) {
@@ -223,6 +224,7 @@ export function register (program: Command, cli: CliContext): void {
           tailLayers: options.tailLayers !== undefined ? parseIntegerFlag('--tail-layers', options.tailLayers, 1, 100_000) : undefined,
           quantization: options.activations,
           verify,
+          ...(options.push === true ? { push: true } : {}),
           ...(options.team !== undefined ? { policy: 'team-mesh', team: options.team } : {})
         }, { timeoutMs: 3_600_000 })
         if (options.json === true) cli.out(JSON.stringify(result))
@@ -230,6 +232,8 @@ export function register (program: Command, cli: CliContext): void {
         if (options.json !== true && (result.faults?.length ?? 0) > 0) cli.out(`(verification excluded servers that answered wrongly: ${(result.faults ?? []).map((f) => `${f.start}-${f.end}@${f.peer.slice(-8)}`).join(', ')})`)
         return
       }
+      const meshOnly = (['headLayers', 'tailLayers', 'activations', 'team', 'verify', 'push'] as const).filter((flag) => options[flag] !== undefined)
+      if (meshOnly.length > 0) throw new UsageError(`${meshOnly.map((flag) => `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} only ${meshOnly.length === 1 ? 'applies' : 'apply'} with --mesh`)
       const local = await openModel(cli.paths(command).root, name, options)
       try {
         const logits: string[] = []

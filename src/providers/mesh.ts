@@ -169,6 +169,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
     hops: chain.map((hop) => ({ start: hop.start, end: hop.end, peer: hop.peers[0].toString() })),
     failovers: result.failovers,
     handoffs: result.handoffs ?? [],
+    ...(result.push !== undefined ? { push: result.push } : {}),
     ...(excluded.length > 0 ? { excluded } : {}),
     ...(result.verification !== undefined ? { faults: result.faults ?? result.verification.faults, verification: result.verification } : {})
   })
@@ -199,6 +200,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
           timeouts: options.timeouts ?? options.routing?.timeouts,
           threads: options.threads ?? options.routing?.threads,
           verify: verification !== null ? { ...options.routing?.verify, ...verification } : undefined,
+          push: split.push ?? options.routing?.push,
           peers: admitted,
           signal,
           logger

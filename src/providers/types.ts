@@ -1,6 +1,6 @@
 import type { SamplingOptions } from '../inference/index.ts'
 import type { ChatMessage } from '../model/index.ts'
-import type { Fault, VerificationReport } from '../split/index.ts'
+import type { Fault, PushReport, VerificationReport } from '../split/index.ts'
 import type { UsxfQuantization } from '../usxf/index.ts'
 import type { ExcludedPeer } from './faulty-peers.ts'
 
@@ -48,6 +48,8 @@ export interface SplitRequestOptions {
   /** Layers kept here at the start and at the end. */
   headLayers?: number
   tailLayers?: number
+  /** Servers pass activations to the next server instead of back through this node (off by default; verification turns it off). */
+  push?: boolean
 }
 
 export interface ProviderRequest {
@@ -85,6 +87,8 @@ export interface RouteReport {
   failovers?: Array<{ hop: number, from: string, to: string, code: string, replayed: number }>
   /** mesh: sessions a draining server handed to another mid-run (nothing replayed). */
   handoffs?: Array<{ hop: number, from: string, to: string, positions: number }>
+  /** mesh with push asked for: steps pushed server to server, and why not when it fell back. */
+  push?: PushReport
   /**
    * mesh with verification on: the servers caught answering wrongly (each excluded from the rest of
    * the request; how it was caught, by whom, by how much), as in `verification.faults`.

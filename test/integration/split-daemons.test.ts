@@ -28,4 +28,14 @@ test('three daemons: `serve` spans on two, `run --mesh` on the third equals a lo
   assert.deepEqual(mesh.route.map((h: { start: number, end: number }) => [h.start, h.end]), [[1, 2], [2, 3]])
   assert.equal(mesh.route[0].peer, serverB.info.peerId)
   assert.equal(mesh.route[1].peer, serverC.info.peerId)
+
+  // --push: B hands its output straight to C (found through the DHT); same tokens
+  const pushed = await runCliJson([...args, '--mesh', '--activations', 'none', '--push', '--data-dir', dirs[0]])
+  assert.deepEqual(pushed.tokens, local.tokens)
+  assert.equal(pushed.push.disabled, null)
+  assert.equal(pushed.push.fallback, null, JSON.stringify(pushed.push))
+  assert.ok(pushed.push.steps > 0, 'steps went server to server')
+  const localOnly = await runCli([...args, '--push', '--data-dir', dirs[0]])
+  assert.notEqual(localOnly.code, 0)
+  assert.match(localOnly.stderr, /--push only applies with --mesh/)
 })

@@ -27,7 +27,9 @@ const runBody = z.object({
   policy: z.enum(['local-only', 'team-mesh', 'mesh', 'cloud-allowed']).optional(),
   team: z.string().regex(/^[0-9a-f]{64}$/, 'a team id is 64 lowercase hex characters').optional(),
   /** Verification: per hop, the fraction of steps re-checked on a second server (0..1; default providers.mesh.verify); canaries too when > 0. */
-  verify: z.number().min(0).max(1).optional()
+  verify: z.number().min(0).max(1).optional(),
+  /** Servers push activations to the next server instead of back through this node (docs/split-inference.md, Push). */
+  push: z.boolean().optional()
 }).strict()
 
 /**
@@ -61,6 +63,7 @@ export const meshRunRoutes: Route[] = [
             headLayers: b.headLayers,
             tailLayers: b.tailLayers,
             quantization: b.quantization,
+            push: b.push,
             // a rate alone: canaries as configured, else 2 when the rate is above 0
             ...(b.verify != null ? { verify: { rate: b.verify } } : {})
           }
@@ -76,6 +79,7 @@ export const meshRunRoutes: Route[] = [
         decodeMs: result.decodeMs,
         failovers: route.failovers,
         handoffs: route.handoffs,
+        ...(route.push != null ? { push: route.push } : {}),
         route: route.hops,
         provider: route.provider,
         privacy: route.privacy,
