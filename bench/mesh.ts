@@ -8,6 +8,7 @@
 // injected link latency through a TCP delay proxy, expected vs measured tok/s.
 // Usage: node bench/mesh.ts [--json] [--shapes tiny,llama-1b] [--tokens tiny:64,llama-1b:16]
 //        [--prompt 32] [--sessions 4] [--latencies 5,20] [--activations f16,none] [--threads 1]
+//        [--variant int8] [--servers threads|main]
 // All nodes share this machine (and its cores); onnxruntime runs 1 thread per stage by default.
 // The servers run on a worker thread each (--servers threads, default): onnxruntime-node runs a
 // session synchronously on the calling thread, so on one thread the stages could not overlap;
@@ -55,9 +56,8 @@ if (!['f32', 'f16', 'int8'].includes(variant)) throw new Error(`unknown weight v
 const threads = intList(flags.values.threads, [1])[0]
 const tokensFor = (shape: string): number => {
   const text = flags.values.tokens ?? ''
-  if (/^\d+$/.test(text)) return Number(text)
   const entry = text.split(',').map((s) => s.split(':')).find(([name]) => name === shape)
-  const n = entry !== undefined ? Number(entry[1]) : 16
+  const n = /^\d+$/.test(text) ? Number(text) : entry !== undefined ? Number(entry[1]) : 16
   if (!Number.isInteger(n) || n < 2) throw new Error(`--tokens for ${shape} must be an integer >= 2`)
   return n
 }
