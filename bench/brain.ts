@@ -5,14 +5,16 @@
  *   node bench/brain.ts [--sizes 10000,100000] [--queries 2000] [--single 2000] [--paths 500]
  *                       [--durability full|normal] [--signing-threads N] [--compare-signing 20000] [--json]
  *
- * --compare-signing N: at each size, also ingests N memories (batches of 1,000) into fresh brains
- * alternately with the default signing workers and with signing on the main thread (twice each, in
- * this one process), so the two are compared under the same load.
+ * --compare-signing N: at each size, also ingests N memories in batches of 1,000 into two fresh
+ * brains side by side, one with the default signing workers and one signing on the main thread,
+ * alternating batch by batch (and which goes first), so both see the same load.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createBrain, defaultSigningThreads, type RelateInput, type RememberInput } from '../src/brain/index.ts'
+// not part of the brain's API: the bench opens a bare database exactly the way the brain does
+import { openDatabase } from '../src/brain/db.ts'
 import { generateEd25519, identityFromKeyPair } from '../src/identity/index.ts'
 import { benchFlags, intList, pick, progress, report, rssMiB, seededRandom, summarize, timeMs, zipfSampler, type Cell } from './lib/index.ts'
 
@@ -100,10 +102,17 @@ interface SizeResult {
   size: number
   batchedIngestPerSec: number
   singleIngestPerSec: number
+  /**
+   * One-row commits/s of a bare SQLite table with the brain's pragmas, measured right after the
+   * single ingest: the ceiling the disk (fsync, with durability full) puts on single ingest.
+   */
+  bareCommitsPerSec: number
   relationIngestPerSec: number
   recallMs: ReturnType<typeof summarize>
   /** CPU time of this process per recall: less sensitive than wall time to other load on the machine. */
   recallCpuMs: ReturnType<typeof summarize>
+  /** brain.get of a random memory after each recall: how much of the tail is the machine, not recall. */
+  floorMs: ReturnType<typeof summarize>
   recallHitRate: number
   /** The same kind of queries with expand (feedback query), a quarter as many. */
   recallExpandMs: ReturnType<typeof summarize>
@@ -115,21 +124,70 @@ interface SizeResult {
   relations: number
   dbMiB: number
   rssMiB: number
-  /** --compare-signing: batched ingest/s of each A/B round, with signing workers and inline. */
-  signingAB?: { pooled: number[], inline: number[] }
+  /** --compare-signing: batched ingest/s with signing workers and inline, batch-interleaved. */
+  signingAB?: { pooled: number, inline: number, pooledWins: number, batches: number }
 }
 
-/** Batched ingest/s of `inputs` into a fresh brain holding `base` memories already. */
-async function ingestRate (base: RememberInput[], inputs: RememberInput[], threads: number): Promise<number> {
-  const dir = mkdtempSync(join(tmpdir(), 'permagent-bench-brain-ab-'))
-  const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability, signingThreads: threads })
-  await brain.start()
+/** Commits/s of one-row inserts into a fresh database opened like the brain's. */
+function bareCommitRate (file: string, commits: number): number {
+  const db = openDatabase(file, durability)
   try {
-    brain.rememberMany(base, { batchSize: 1000 })
-    return inputs.length / (timeMs(() => { brain.rememberMany(inputs, { batchSize: 1000 }) }) / 1000)
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)')
+    const insert = db.prepare('INSERT INTO t (v) VALUES (?)')
+    const value = Buffer.alloc(400, 1)
+    return commits / (timeMs(() => { for (let i = 0; i < commits; i++) insert.run(value) }) / 1000)
   } finally {
-    await brain.stop()
-    rmSync(dir, { recursive: true, force: true })
+    db.close()
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true })
+  }
+}
+
+/**
+ * Batched ingest/s of `inputs` into two fresh brains (signing workers, main thread), interleaved
+ * batch by batch with the order flipped every batch. pooledWins: batches where the workers were faster.
+ */
+async function signingAB (inputs: RememberInput[]): Promise<NonNullable<SizeResult['signingAB']>> {
+  const open = async (threads: number): Promise<{ brain: ReturnType<typeof createBrain>, dir: string }> => {
+    const dir = mkdtempSync(join(tmpdir(), 'permagent-bench-brain-ab-'))
+    const brain = createBrain({ dataDir: dir, identity: await identityFromKeyPair(generateEd25519()), durability, signingThreads: threads })
+    await brain.start()
+    return { brain, dir }
+  }
+  const pooled = await open(defaultSigningThreads())
+  const inline = await open(0)
+  try {
+    let pooledMs = 0
+    let inlineMs = 0
+    let pooledWins = 0
+    let batches = 0
+    for (let start = 0; start < inputs.length; start += 1000) {
+      const batch = inputs.slice(start, start + 1000)
+      let p = 0
+      let i = 0
+      if (batches % 2 === 0) {
+        p = timeMs(() => { pooled.brain.rememberMany(batch, { batchSize: 1000 }) })
+        i = timeMs(() => { inline.brain.rememberMany(batch, { batchSize: 1000 }) })
+      } else {
+        i = timeMs(() => { inline.brain.rememberMany(batch, { batchSize: 1000 }) })
+        p = timeMs(() => { pooled.brain.rememberMany(batch, { batchSize: 1000 }) })
+      }
+      // the first batch starts the workers (and warms both): not counted
+      if (start > 0) {
+        pooledMs += p
+        inlineMs += i
+        if (p < i) pooledWins++
+        batches++
+      } else {
+        batches = 0
+      }
+    }
+    const counted = inputs.length - Math.min(1000, inputs.length)
+    return { pooled: counted / (pooledMs / 1000), inline: counted / (inlineMs / 1000), pooledWins, batches }
+  } finally {
+    for (const b of [pooled, inline]) {
+      await b.brain.stop()
+      rmSync(b.dir, { recursive: true, force: true })
+    }
   }
 }
 
@@ -142,11 +200,13 @@ async function measure (size: number): Promise<SizeResult> {
     const { memories, contentWords } = corpus(size + singleCount)
     const bulk = memories.slice(0, size)
     progress(`[${size}] batched ingest of ${size}`)
-    const batchedMs = timeMs(() => { brain.rememberMany(bulk, { batchSize: 1000 }) })
+    let bulkIds: string[] = []
+    const batchedMs = timeMs(() => { bulkIds = brain.rememberMany(bulk, { batchSize: 1000 }).ids })
 
     progress(`[${size}] single ingest of ${singleCount}`)
     const singles = memories.slice(size)
     const singleMs = timeMs(() => { for (const m of singles) brain.remember(m) })
+    const bareCommitsPerSec = bareCommitRate(join(dir, 'bare.db'), Math.min(singleCount, 1000))
 
     const random = seededRandom(seed + 1)
     const entityCount = Math.max(100, Math.floor(size / 4))
@@ -168,6 +228,8 @@ async function measure (size: number): Promise<SizeResult> {
     const queryWords = ['what', 'about', 'the', 'did', 'we', 'say']
     const recallSamples: number[] = []
     const recallCpuSamples: number[] = []
+    const floorSamples: number[] = []
+    const probeRandom = seededRandom(seed + 2)
     let withHits = 0
     for (let q = 0; q < queryCount; q++) {
       const words = contentWords[Math.floor(random() * size)]
@@ -180,6 +242,9 @@ async function measure (size: number): Promise<SizeResult> {
       const cpu = process.cpuUsage(cpuBefore)
       recallCpuSamples.push((cpu.user + cpu.system) / 1000)
       if (hits > 0) withHits++
+      // the noise floor, interleaved: one primary-key read (a few µs of work) right after each recall
+      const id = bulkIds[Math.floor(probeRandom() * bulkIds.length)]
+      floorSamples.push(timeMs(() => { brain.get(id) }))
     }
 
     const expandSamples: number[] = []
@@ -203,27 +268,21 @@ async function measure (size: number): Promise<SizeResult> {
       if (n > 0) { found++; pathFoundSamples.push(ms) }
     }
     const stats = brain.stats()
-    let signingAB: SizeResult['signingAB']
+    let ab: SizeResult['signingAB']
     if (compareCount > 0) {
-      progress(`[${size}] signing A/B: ${compareCount} memories, workers (${defaultSigningThreads()}) vs main thread, twice each`)
-      const n = Math.min(compareCount, size)
-      // a small base first, so both start from a brain with some data and warm workers
-      const base = memories.slice(0, 2000)
-      const sample = memories.slice(2000, 2000 + n)
-      signingAB = { pooled: [], inline: [] }
-      for (let round = 0; round < 2; round++) {
-        signingAB.pooled.push(await ingestRate(base, sample, defaultSigningThreads()))
-        signingAB.inline.push(await ingestRate(base, sample, 0))
-      }
+      progress(`[${size}] signing A/B: ${compareCount} memories, ${defaultSigningThreads()} signing worker(s) vs main thread, batch-interleaved`)
+      ab = await signingAB(memories.slice(0, Math.min(compareCount, size)))
     }
     return {
-      signingAB,
+      signingAB: ab,
       size,
       batchedIngestPerSec: size / (batchedMs / 1000),
       singleIngestPerSec: singles.length / (singleMs / 1000),
+      bareCommitsPerSec,
       relationIngestPerSec: size / (relationMs / 1000),
       recallMs: summarize(recallSamples),
       recallCpuMs: summarize(recallCpuSamples),
+      floorMs: summarize(floorSamples),
       recallHitRate: withHits / queryCount,
       recallExpandMs: summarize(expandSamples),
       pathMs: summarize(pathSamples),
@@ -254,13 +313,13 @@ const verdict = {
   pathP50: largest.pathMs.p50 <= targets.pathP50Ms
 }
 const rows: Cell[][] = results.map((r) => [
-  r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.relationIngestPerSec),
-  r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.recallExpandMs.p50, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
+  r.size, Math.round(r.batchedIngestPerSec), Math.round(r.singleIngestPerSec), Math.round(r.bareCommitsPerSec), Math.round(r.relationIngestPerSec),
+  r.recallMs.p50, r.recallMs.p99, r.recallCpuMs.p50, r.recallCpuMs.p99, r.floorMs.p50, r.floorMs.p99, r.recallExpandMs.p50, r.pathMs.p50, r.pathFoundMs.p50, r.pathMs.p99, r.dbMiB, r.rssMiB, r.loadAverage[0]
 ])
 report(flags, { benchmark: 'brain', durability, signingThreads, node: process.version, sizes, queries: queryCount, single: singleCount, results, targets, verdict }, [
   {
     title: `brain (durability ${durability}, ${queryCount} recalls, ${singleCount} single ingests, ${pathCount} paths per size)`,
-    headers: ['size', 'batched/s', 'single/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'expand p50 ms', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
+    headers: ['size', 'batched/s', 'single/s', 'bare commits/s', 'relations/s', 'recall p50 ms', 'recall p99 ms', 'recall cpu p50', 'recall cpu p99', 'get p50 ms', 'get p99 ms', 'expand p50 ms', 'path p50 ms', 'path found p50', 'path p99 ms', 'db MiB', 'RSS MiB', 'load'],
     rows
   },
   {
@@ -275,8 +334,10 @@ report(flags, { benchmark: 'brain', durability, signingThreads, node: process.ve
     ]
   }
 ], [
-  ...results.filter((r) => r.signingAB !== undefined).map((r) => `size ${r.size}: signing A/B, batched ingest/s with ${defaultSigningThreads()} signing worker(s) ${r.signingAB?.pooled.map(Math.round).join(', ')}; on the main thread ${r.signingAB?.inline.map(Math.round).join(', ')} (alternating, same process)`),
+  ...results.filter((r) => r.signingAB !== undefined).map((r) => `size ${r.size}: signing A/B (fresh brains, batches interleaved): ${Math.round(r.signingAB?.pooled ?? 0)}/s with ${defaultSigningThreads()} signing worker(s), ${Math.round(r.signingAB?.inline ?? 0)}/s on the main thread; workers faster in ${r.signingAB?.pooledWins} of ${r.signingAB?.batches} batches`),
   `signing threads ${signingThreads}`,
   ...results.map((r) => `size ${r.size}: ${(r.recallHitRate * 100).toFixed(1)} % of recalls returned hits; ${(r.pathFoundRate * 100).toFixed(1)} % of path queries found a path; ${r.entities} entities, ${r.relations} relations; 1-minute load average ${r.loadAverage[0]} on ${availableParallelism()} CPUs`),
+  '"bare commits/s": one-row commits to a fresh SQLite file with the same pragmas, right after the single ingest (the disk\'s ceiling for single ingest)',
+  '"get" columns: brain.get of a random memory right after each recall, a few µs of work: its p99 is what the machine (scheduling, other load) adds to any call',
   'latencies are wall-clock; "cpu" columns are this process\'s CPU time per recall (less sensitive to other load on the machine)'
 ])

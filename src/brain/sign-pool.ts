@@ -57,7 +57,7 @@ function seedOf (identity: Identity): Uint8Array | undefined {
 
 /** A pool of `threads` signing workers, or undefined when signing cannot leave the main thread. */
 export function createSignPool (identity: Identity, threads: number, logger: Logger): SignPool | undefined {
-  if (threads < 1) return undefined
+  if (!Number.isInteger(threads) || threads < 1) return undefined
   const seed = seedOf(identity)
   if (seed === undefined) return undefined
   // the worker is a sibling module: .ts when running from source, .js from dist
