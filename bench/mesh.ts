@@ -25,7 +25,7 @@ import { createLayerServer, MeshModel, type LayerServer, type MeshGenerateResult
 import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../src/usxf/index.ts'
 import { benchFlags, intList, progress, report, summarize, type Cell } from './lib/index.ts'
 import { startDelayProxy, type DelayProxy } from './lib/delay-proxy.ts'
-import { busyEchoOverheadMs, handleBusyEcho, handleEcho, libp2pEchoMs, startTcpEcho, tcpEchoMs } from './lib/echo.ts'
+import { busyEchoOverheadMs, handleBusyEcho, handleEcho, handleOffloadedEcho, libp2pEchoMs, OFFLOADED_ECHO_PROTOCOL, startTcpEcho, tcpEchoMs } from './lib/echo.ts'
 import { startLayerServerThread } from './lib/layer-server-thread.ts'
 import { watchHops, type HopExchange } from './lib/hop-probe.ts'
 import { watchSockets, type SocketSnapshot } from './lib/socket-bytes.ts'
@@ -190,6 +190,8 @@ interface ChainRun {
   echoTcpMs: number
   /** The libp2p echo's round trip less a server-side block as long as hop 1's compute (the overhead of an echo that computes). */
   echoAfterComputeMs: number
+  /** The same with the block on a thread the server waits for (its event loop free meanwhile). */
+  echoOffloadedMs: number
 }
 
 interface ShapeResult {
@@ -257,11 +259,12 @@ async function startServer (dir: string, index: number, dataDir: string, model: 
   await server.start()
   await handleEcho(node.mesh.libp2p)
   await handleBusyEcho(node.mesh.libp2p)
+  const stopSpinner = await handleOffloadedEcho(node.mesh.libp2p)
   const echo = await startTcpEcho()
   const address = node.mesh.addresses()[0]
   const port = tcpPort(node)
   let stopped = false
-  const stop = async (): Promise<void> => { if (stopped) return; stopped = true; await server.stop(); await node.stop(); echo.server.close() }
+  const stop = async (): Promise<void> => { if (stopped) return; stopped = true; await server.stop(); await node.stop(); echo.server.close(); await stopSpinner() }
   return { peerId: node.mesh.peerId, address, port, echoPort: echo.port, stop, kill: async () => { await stop() } }
 }
 
@@ -389,6 +392,8 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
       const echoTcp = await tcpEchoMs(servers[0].echoPort, echoBytes)
       // the same echo with the server's thread blocked for hop 1's compute first (no model, no protocol)
       const echoAfterCompute = await busyEchoOverheadMs(client.mesh.libp2p, servers[0].peerId, echoBytes, hops[0].computeP50)
+      // and with that block on another thread the server waits for (compute off its event loop)
+      const echoOffloaded = await busyEchoOverheadMs(client.mesh.libp2p, servers[0].peerId, echoBytes, hops[0].computeP50, 20, OFFLOADED_ECHO_PROTOCOL)
       chains.push({
         quantization,
         tokPerS: run.tokPerS,
@@ -402,6 +407,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
         echoLibp2pMs: echoLibp2p,
         echoTcpMs: echoTcp,
         echoAfterComputeMs: echoAfterCompute,
+        echoOffloadedMs: echoOffloaded,
         // per token, what the client spends outside its stages, the hops' round trips and the frame codec
         otherMs: run.decodeMs / steps - summarize(head).p50 - summarize(tail).p50 - hops.reduce((a, h) => a + h.rttP50, 0) - HOPS * (codec.encodeMs + codec.decodeMs)
       })
@@ -579,7 +585,7 @@ for (const r of results) {
   for (const c of r.chains) {
     for (const h of c.hops) {
       const codecMs = c.codec.encodeMs + c.codec.decodeMs
-      hopRows.push([r.shape, c.quantization, h.hop + 1, h.layers, h.rttP50, h.computeP50, h.overheadP50, h.overheadP90, h.serverWorkP50, h.transportP50, codecMs, codecMs / (h.overheadP50 + codecMs), h.overheadP50 + codecMs, c.echoLibp2pMs, c.echoAfterComputeMs, c.echoTcpMs, met(h.overheadP50 + codecMs <= TARGET_OVERHEAD_MS)])
+      hopRows.push([r.shape, c.quantization, h.hop + 1, h.layers, h.rttP50, h.computeP50, h.overheadP50, h.overheadP90, h.serverWorkP50, h.transportP50, codecMs, codecMs / (h.overheadP50 + codecMs), h.overheadP50 + codecMs, c.echoLibp2pMs, c.echoAfterComputeMs, c.echoOffloadedMs, c.echoTcpMs, met(h.overheadP50 + codecMs <= TARGET_OVERHEAD_MS)])
       const limit = c.quantization === 'f16' ? bytesLimit(r.hidden) : null
       bytesRows.push([r.shape, c.quantization, h.hop + 1, r.hidden * 2, h.requestFrameBytes, h.requestMessageBytes, h.rawWireUpPerToken, h.rawWireDownPerToken, h.wireUpPerToken, h.wireDownPerToken, limit, limit === null ? 'n/a (f32)' : met(Math.max(h.wireUpPerToken, h.wireDownPerToken) <= limit)])
     }
@@ -615,8 +621,8 @@ report(flags, {
     rows: results.flatMap((r) => r.chains.map((c) => [r.shape, c.quantization === 'none' ? 'f32' : c.quantization, r.promptTokens, r.decodeTokens, r.local.tokPerS, c.tokPerS, c.tokPerS / r.local.tokPerS, r.local.msPerToken, c.msPerToken, c.headMsP50, c.tailMsP50, c.hops.reduce((a, h) => a + h.rttP50, 0), c.otherMs, c.eventLoop, c.sameTokensAsLocal ? 'yes' : 'no']))
   },
   {
-    title: `Per-hop decode step, ms p50 (rtt = client send to reply read; overhead = rtt - server compute_ms; codec = the client's frame encode + decode, outside rtt; server work / transport (servers on this thread only) = overhead inside the server / outside it; echo = a step-sized message's round trip to server 1's thread over libp2p / bare TCP; busy echo = the libp2p echo's round trip less a block of the server's thread as long as hop 1's compute; target overhead + codec <= ${TARGET_OVERHEAD_MS} ms)`,
-    headers: ['shape', 'act.', 'hop', 'layers', 'rtt', 'compute', 'overhead', 'overhead p90', 'server work', 'transport', 'codec', 'codec share', 'overhead+codec', 'libp2p echo', 'busy echo', 'tcp echo', 'target'],
+    title: `Per-hop decode step, ms p50 (rtt = client send to reply read; overhead = rtt - server compute_ms; codec = the client's frame encode + decode, outside rtt; server work / transport (servers on this thread only) = overhead inside the server / outside it; echo = a step-sized message's round trip to server 1's thread over libp2p / bare TCP; busy echo = the libp2p echo's round trip less a block of the server's thread as long as hop 1's compute; offloaded = the same block on a thread the server awaits; target overhead + codec <= ${TARGET_OVERHEAD_MS} ms)`,
+    headers: ['shape', 'act.', 'hop', 'layers', 'rtt', 'compute', 'overhead', 'overhead p90', 'server work', 'transport', 'codec', 'codec share', 'overhead+codec', 'libp2p echo', 'busy echo', 'offloaded', 'tcp echo', 'target'],
     rows: hopRows
   },
   {

@@ -5,11 +5,14 @@
  * the inference protocol itself adds.
  */
 import { createConnection, createServer, type Server } from 'node:net'
+import { Worker } from 'node:worker_threads'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
 import { summarize } from './index.ts'
 
 export const ECHO_PROTOCOL = '/permagent-bench/echo/1.0.0'
+/** The same block, but on a worker thread the server waits for: its own event loop stays free meanwhile. */
+export const OFFLOADED_ECHO_PROTOCOL = '/permagent-bench/offloaded-echo/1.0.0'
 /** The same, but the server first blocks its thread for the number of ms in the message's first 4 bytes (u32 LE), as a synchronous onnxruntime run does. */
 export const BUSY_ECHO_PROTOCOL = '/permagent-bench/busy-echo/1.0.0'
 const MAX_ECHO_BYTES = 16 * 1024 * 1024
@@ -44,9 +47,35 @@ export async function handleBusyEcho (libp2p: Libp2p): Promise<void> {
   })
 }
 
-/** p50 of (round trip - busyMs), ms, of messages of `bytes` whose server blocks `busyMs` before echoing. */
-export async function busyEchoOverheadMs (libp2p: Libp2p, peer: PeerId, bytes: number, busyMs: number, rounds = 20): Promise<number> {
-  const channel = await openChannel(libp2p, peer, BUSY_ECHO_PROTOCOL, { maxMessageBytes: MAX_ECHO_BYTES })
+/** A thread that blocks for the ms it is sent, then answers: a compute stand-in off the caller's event loop. */
+const SPIN_WORKER = `
+const { parentPort } = require('node:worker_threads')
+parentPort.on('message', (ms) => { const until = performance.now() + ms; while (performance.now() < until) {} parentPort.postMessage(ms) })
+`
+
+/** Echoes like handleBusyEcho, with the block on a worker thread; returns a stop for that thread. */
+export async function handleOffloadedEcho (libp2p: Libp2p): Promise<() => Promise<void>> {
+  const spinner = new Worker(SPIN_WORKER, { eval: true })
+  spinner.unref()
+  await libp2p.handle(OFFLOADED_ECHO_PROTOCOL, async (stream, connection) => {
+    const channel = new MessageChannel(OFFLOADED_ECHO_PROTOCOL, stream, connection.remotePeer, MAX_ECHO_BYTES)
+    try {
+      for (;;) {
+        const message = (await channel.receive({ timeoutMs: 60_000 })).subarray()
+        const busyMs = new DataView(message.buffer, message.byteOffset, message.byteLength).getUint32(0, true)
+        await new Promise((resolve) => { spinner.once('message', resolve); spinner.postMessage(busyMs) })
+        await channel.send(message)
+      }
+    } catch {
+      channel.abort(new Error('echo ended'))
+    }
+  })
+  return async () => { await spinner.terminate() }
+}
+
+/** p50 of (round trip - busyMs), ms, of messages of `bytes` whose server blocks `busyMs` (on its thread, or offloaded) before echoing. */
+export async function busyEchoOverheadMs (libp2p: Libp2p, peer: PeerId, bytes: number, busyMs: number, rounds = 20, protocol = BUSY_ECHO_PROTOCOL): Promise<number> {
+  const channel = await openChannel(libp2p, peer, protocol, { maxMessageBytes: MAX_ECHO_BYTES })
   const message = new Uint8Array(Math.max(4, bytes)).fill(7)
   new DataView(message.buffer).setUint32(0, Math.round(busyMs), true)
   const samples: number[] = []

@@ -60,7 +60,7 @@ export async function startLayerServerThread (options: LayerServerThreadOptions)
 async function serveInThisThread (options: LayerServerThreadOptions): Promise<void> {
   const { createPermagent } = await import('../../src/permagent.ts')
   const { createLayerServer } = await import('../../src/split/index.ts')
-  const { handleBusyEcho, handleEcho, startTcpEcho } = await import('./echo.ts')
+  const { handleBusyEcho, handleEcho, handleOffloadedEcho, startTcpEcho } = await import('./echo.ts')
   const port = parentPort as NonNullable<typeof parentPort>
   try {
     const node = await createPermagent({ dataDir: join(options.nodeDir), network: { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, targetPeers: 0 } })
@@ -69,6 +69,7 @@ async function serveInThisThread (options: LayerServerThreadOptions): Promise<vo
     await server.start()
     await handleEcho(node.mesh.libp2p)
     await handleBusyEcho(node.mesh.libp2p)
+    const stopSpinner = await handleOffloadedEcho(node.mesh.libp2p)
     const echo = await startTcpEcho()
     const address = node.mesh.addresses().find((a) => a.startsWith('/ip4/127.0.0.1/tcp/')) as string
     port.postMessage({ type: 'ready', peerId: node.mesh.peerId.toString(), address, port: Number(address.split('/')[4]), echoPort: echo.port } satisfies Ready)
@@ -77,6 +78,7 @@ async function serveInThisThread (options: LayerServerThreadOptions): Promise<vo
         await server.stop()
         await node.stop()
         echo.server.close()
+        await stopSpinner()
         // libp2p and onnxruntime keep handles open
         process.exit(0)
       })()
