@@ -147,7 +147,7 @@ export function createBrain (options: BrainOptions): Brain {
           indexer,
           now: monotonicClock(options.clock ?? Date.now),
           signBatch: (items) => pool?.begin(items) ?? { signature: (i) => identity.sign(items[i].context, items[i].bytes) },
-          write: createWriter(opened, chain)
+          write: createWriter(opened, chain, indexer)
         }
         parts = assemble(ctx, file, tuning)
         closeIndexer = () => { indexer.close() }

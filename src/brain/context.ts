@@ -25,9 +25,12 @@ export interface BrainContext {
   write: <T>(fn: () => T) => T
 }
 
-export function createWriter (db: Database, chain: Chain): <T>(fn: () => T) => T {
+export function createWriter (db: Database, chain: Chain, indexer: Indexer): <T>(fn: () => T) => T {
   return <T>(fn: () => T): T => {
     if (db.inTransaction) return fn()
+    // the write-behind queue must forget what a rolled-back transaction queued (and get back
+    // what it flushed), or the index would get rows for memories that were never committed
+    const queue = indexer.snapshot()
     try {
       return db.transaction(() => {
         const result = fn()
@@ -36,6 +39,7 @@ export function createWriter (db: Database, chain: Chain): <T>(fn: () => T) => T
       }).immediate()
     } catch (err) {
       chain.reload()
+      indexer.restore(queue)
       throw err
     }
   }

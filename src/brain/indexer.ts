@@ -23,6 +23,11 @@ const FLUSH_AT = 256
 
 type Queued = [seq: number, termText: string, metaText: string, bands: number[] | null]
 
+export interface QueueSnapshot {
+  queued: Queued[]
+  indexedSeq: number
+}
+
 export interface Indexer {
   queue: (seq: number, termText: string, metaText: string, bands: number[] | null) => void
   /**
@@ -43,6 +48,9 @@ export interface Indexer {
   /** Writes the queued rows in a transaction of its own (no-op when nothing is queued). */
   flush: () => void
   pending: () => number
+  /** The queue as it is now, for restore() if the transaction about to start rolls back. */
+  snapshot: () => QueueSnapshot
+  restore: (snapshot: QueueSnapshot) => void
   /**
    * Documents holding a term, from an in-memory table loaded from fts5vocab on first use and kept
    * up to date as rows are indexed (fts5vocab itself walks the term's whole doclist per look-up).
@@ -153,6 +161,22 @@ export function createIndexer (db: Database, durability: Durability, logger: Log
     flushWithin,
     flush,
     pending: () => queued.length,
+    snapshot: () => ({ queued: queued.slice(), indexedSeq }),
+    restore (snapshot) {
+      queued = snapshot.queued.slice()
+      indexedSeq = snapshot.indexedSeq
+      queuedBands = new Map()
+      for (const [seq, , , bands] of queued) {
+        if (bands === null) continue
+        for (const band of bands) {
+          const seqs = queuedBands.get(band)
+          if (seqs === undefined) queuedBands.set(band, [seq])
+          else seqs.push(seq)
+        }
+      }
+      // document frequencies may count rows the rollback removed: reload them on next use
+      frequencies = undefined
+    },
     documentFrequency (term) {
       if (frequencies === undefined) {
         const loaded = new Map<string, number>()

@@ -78,3 +78,21 @@ test('a large bulk write flags the same near-duplicates as writing one at a time
   assert.ok(flagged.length >= 20, `near-duplicates flagged one at a time: ${flagged.length}`)
   for (const id of a.ids) assert.equal(bulk.brain.get(id).duplicateOf, single.brain.get(id).duplicateOf, id)
 })
+
+test('a bulk write that fails part-way leaves nothing behind, in the index either', async (t) => {
+  const { brain } = await openBrain(t, { durability: 'normal' })
+  brain.remember({ content: 'committed before: the osprey nests by the river' })
+  // the repeated key makes the second version wait for the first to be stored; it then fails
+  assert.throws(() => brain.rememberMany([
+    { key: 'k', content: 'kappa first version' },
+    { content: 'alpha zebra one' },
+    { key: 'k', content: 'kappa second version', validTo: '2001-01-01' }
+  ]), /validTo must be after validFrom/)
+  brain.remember({ content: 'delta walrus three' })
+  assert.deepEqual(brain.recall('kappa').hits, [])
+  assert.deepEqual(brain.recall('zebra').hits, [])
+  assert.deepEqual(brain.recall('walrus').hits.map((h) => h.content), ['delta walrus three'])
+  assert.deepEqual(brain.recall('osprey').hits.map((h) => h.content), ['committed before: the osprey nests by the river'])
+  assert.equal(brain.stats().memories.total, 2)
+  assert.equal(brain.verify().ok, true)
+})
