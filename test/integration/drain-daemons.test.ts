@@ -58,9 +58,10 @@ test('three daemons: /api/drain moves a live mesh generation from one layer serv
   assert.ok(drained.layerSessions.moved[0].positions >= 5 + 4, 'moved mid-generation')
   assert.deepEqual(mesh.tokens, local.tokens)
   assert.deepEqual(mesh.failovers, [], 'nothing replayed')
+  assert.equal(mesh.handoffs.length, 1, JSON.stringify({ handoffs: mesh.handoffs, route: mesh.route }))
   const moved = await stats(target)
   assert.equal(moved.handoffs.in, 1)
-  assert.equal(moved.handoffs.resumed, 1)
+  assert.equal(moved.handoffs.resumed, 1, JSON.stringify({ target: moved, source: await stats(primary).catch(() => null), handoffs: mesh.handoffs, route: mesh.route }))
   const gone = (await apis[primary].call<Serving>('GET', '/api/serve')).serving
   assert.equal(gone, null, 'the drained daemon stopped serving')
 
