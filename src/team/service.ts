@@ -211,20 +211,69 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
   // batches below this size are verified inline: a round trip to a worker costs more
   const PARALLEL_MIN_BATCH = 64
 
-  // batches may arrive while earlier ones are still being verified: each takes its place in this
-  // chain when it arrives, so verification overlaps but batches are stored in arrival order
-  let commitChain: Promise<unknown> = Promise.resolve()
-  const acceptShardsParallel = async (list: Uint8Array[], origin: string, expectedTeam?: string): Promise<AcceptResult> => {
-    const previous = commitChain
-    let release: () => void = () => {}
-    commitChain = new Promise<void>((resolve) => { release = resolve })
-    try {
-      const prepared = await prepareBatch(list)
-      await previous
-      return acceptShards(list, origin, expectedTeam, prepared.verified, prepared.decoded)
-    } finally {
-      release()
+  // Batches may arrive while earlier ones are still being verified: each is verified as soon as it
+  // arrives, and stored in arrival order. Batches that are verified by the time the one before
+  // them is stored go into one transaction together (from the same origin, for the same team):
+  // a commit rewrites every page of the id index that its shards touched, and shard ids are
+  // random, so a few large commits write far fewer pages than many small ones. Each batch's
+  // answer (and so its acknowledgement to the peer) still comes only after it is stored.
+  interface WaitingBatch {
+    list: Uint8Array[]
+    origin: string
+    expectedTeam?: string
+    prepared?: { verified?: boolean[], decoded?: Array<Shard | undefined> }
+    resolve: (result: AcceptResult) => void
+    reject: (err: unknown) => void
+  }
+  const arrivals: WaitingBatch[] = []
+  // the most shards stored in one transaction (a bound on the time the event loop is held)
+  const MAX_GROUP_SHARDS = 8192
+  const storeReadyBatches = (): void => {
+    while (arrivals.length > 0 && arrivals[0].prepared != null) {
+      const group = [arrivals.shift() as WaitingBatch]
+      let shards = group[0].list.length
+      while (arrivals.length > 0 && arrivals[0].prepared != null && arrivals[0].origin === group[0].origin &&
+        arrivals[0].expectedTeam === group[0].expectedTeam && shards + arrivals[0].list.length <= MAX_GROUP_SHARDS) {
+        const next = arrivals.shift() as WaitingBatch
+        shards += next.list.length
+        group.push(next)
+      }
+      try {
+        // index by index (not flatMap, which would close up the gaps of shards the workers failed)
+        const list: Uint8Array[] = []
+        const verified: boolean[] = []
+        const decoded: Array<Shard | undefined> = []
+        for (const batch of group) {
+          for (let i = 0; i < batch.list.length; i++) {
+            list.push(batch.list[i])
+            verified.push(batch.prepared?.verified?.[i] === true)
+            decoded.push(batch.prepared?.decoded?.[i])
+          }
+        }
+        const { outcomes } = acceptIndexed(list, group[0].origin, group[0].expectedTeam, verified, decoded)
+        let offset = 0
+        for (const batch of group) {
+          const result: AcceptResult = { accepted: [], duplicates: 0, rejected: [] }
+          for (let i = offset; i < offset + batch.list.length; i++) {
+            const outcome = outcomes[i]
+            if (outcome.accepted != null) result.accepted.push(outcome.accepted)
+            else if (outcome.rejected != null) result.rejected.push(outcome.rejected)
+            else result.duplicates++
+          }
+          offset += batch.list.length
+          batch.resolve(result)
+        }
+      } catch (err) {
+        for (const batch of group) batch.reject(err)
+      }
     }
+  }
+  const acceptShardsParallel = async (list: Uint8Array[], origin: string, expectedTeam?: string): Promise<AcceptResult> => {
+    return await new Promise<AcceptResult>((resolve, reject) => {
+      const batch: WaitingBatch = { list, origin, expectedTeam, resolve, reject }
+      arrivals.push(batch)
+      prepareBatch(list).then((prepared) => { batch.prepared = prepared }, () => { batch.prepared = {} }).finally(storeReadyBatches)
+    })
   }
 
   const prepareBatch = async (list: Uint8Array[]): Promise<{ verified?: boolean[], decoded?: Array<Shard | undefined> }> => {
@@ -234,11 +283,10 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     // decoded again. A shard that failed there is left undecoded and unverified, so
     // validateShard checks it from scratch and rejects it with the reason.
     const checked = await verifyPool.checkShards(list)
-    const verified: boolean[] = new Array(list.length)
-    const decoded: Array<Shard | undefined> = new Array(list.length)
+    const verified: boolean[] = new Array(list.length).fill(false)
+    const decoded: Array<Shard | undefined> = new Array(list.length).fill(undefined)
     for (let i = 0; i < list.length; i++) {
       const checkedId = checked[i]
-      verified[i] = false
       if (checkedId === undefined) continue
       try {
         decoded[i] = decodeShard(list[i], { verify: false, checkedId })
@@ -248,14 +296,38 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
     return { verified, decoded }
   }
 
+  interface ShardOutcome { accepted?: Shard, rejected?: { code: string, message: string } }
+
   const acceptShards = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[], decodedList?: Array<Shard | undefined>): AcceptResult => {
+    return acceptIndexed(list, origin, expectedTeam, verified, decodedList).result
+  }
+
+  /** acceptShards, also telling what became of each input (neither accepted nor rejected: a duplicate). */
+  const acceptIndexed = (list: Uint8Array[], origin: string, expectedTeam?: string, verified?: boolean[], decodedList?: Array<Shard | undefined>): { result: AcceptResult, outcomes: ShardOutcome[] } => {
     const result: AcceptResult = { accepted: [], duplicates: 0, rejected: [] }
+    const outcomes: ShardOutcome[] = list.map(() => ({}))
+    const reject = (index: number, err: { code: string, message: string }): void => {
+      const reason = { code: err.code, message: err.message }
+      outcomes[index].rejected = reason
+      result.rejected.push(reason)
+    }
+    const stored = (items: Array<{ item: AcceptedShard, index: number }>): void => {
+      const fresh = new Set(commit(items.map((i) => i.item), origin))
+      for (const { item, index } of items) {
+        if (fresh.has(item.shard)) {
+          outcomes[index].accepted = item.shard
+          result.accepted.push(item.shard)
+        } else {
+          result.duplicates++
+        }
+      }
+    }
     // decode once (structure only); signatures are checked in validateShard unless verified
     const decoded = decodedList ?? list.map((bytes) => { try { return decodeShard(bytes, { verify: false }) } catch { return undefined } })
     // membership first, one at a time: a batch may carry a join and the new member's shards
     const decodedKinds = decoded.map((shard) => shard?.kind)
     const order = list.map((_, i) => i).sort((a, b) => (decodedKinds[a] === 'membership' ? 0 : 1) - (decodedKinds[b] === 'membership' ? 0 : 1))
-    const pending: AcceptedShard[] = []
+    const pending: Array<{ item: AcceptedShard, index: number }> = []
     const seen = new Set<string>()
     for (const index of order) {
       try {
@@ -263,36 +335,37 @@ export function createTeamService (options: TeamServiceOptions): TeamService {
         if (accepted == null || seen.has(accepted.shard.id)) { result.duplicates++; continue }
         seen.add(accepted.shard.id)
         if (accepted.shard.kind === 'membership') {
-          result.accepted.push(...commit([accepted], origin))
+          stored([{ item: accepted, index }])
         } else {
-          pending.push(accepted)
+          pending.push({ item: accepted, index })
         }
       } catch (err) {
         if (!isPermagentError(err)) throw err
-        result.rejected.push({ code: err.code, message: err.message })
+        reject(index, err)
       }
     }
     if (pending.length > 0) {
       try {
-        result.accepted.push(...commit(pending, origin))
+        stored(pending)
       } catch (err) {
         // the brain refused a body inside the transaction: nothing of the batch was stored;
         // retry one by one so one bad shard does not sink the others
-        if (!isPermagentError(err) || pending.length === 1) {
-          if (isPermagentError(err)) { result.rejected.push({ code: err.code, message: err.message }); return result }
-          throw err
+        if (!isPermagentError(err)) throw err
+        if (pending.length === 1) {
+          reject(pending[0].index, err)
+          return { result, outcomes }
         }
-        for (const item of pending) {
+        for (const one of pending) {
           try {
-            result.accepted.push(...commit([item], origin))
+            stored([one])
           } catch (inner) {
             if (!isPermagentError(inner)) throw inner
-            result.rejected.push({ code: inner.code, message: inner.message })
+            reject(one.index, inner)
           }
         }
       }
     }
-    return result
+    return { result, outcomes }
   }
 
   const subscribe = (teamId: string): void => {

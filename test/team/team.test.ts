@@ -170,3 +170,26 @@ test('large batches are verified on worker threads with the same verdicts', asyn
   assert.deepEqual(result.rejected.map((r) => r.code), ['ERR_SHARD_BAD_SIGNATURE'])
   assert.equal(b.store.has(shards[7].id), false)
 })
+
+test('batches handed over together are stored together, each with its own verdicts', async (t) => {
+  const team = await createTeamSwarm(2)
+  t.after(async () => { await team.stop() })
+  const [a, b] = team.teams
+  const [nodeA] = team.swarm.nodes
+  const teamId = await formTeam([a, b])
+  const { Shard: ShardWire } = await import('../../src/pb/team.ts')
+  const batches = [0, 1, 2].map((n) => Array.from({ length: 100 }, (_, i) => createShard(nodeA.identity, { teamId, kind: 'dispute', body: encodeCanonicalJson({ target: 'ab'.repeat(32), reason: `batch ${n} reason ${i}` }), visibility: 'team', hlc: { wallMs: Date.now(), counter: i } })))
+  const lists = batches.map((shards) => shards.map((s) => s.bytes))
+  // the middle batch carries a forged signature and a shard of the first batch again
+  const forged = decodeShard(batches[1][5].bytes)
+  const badSig = new Uint8Array(forged.signature); badSig[0] ^= 1
+  lists[1][5] = ShardWire.encode({ content: new Uint8Array(forged.content), signature: badSig })
+  lists[1][6] = batches[0][9].bytes
+  const results = await Promise.all(lists.map(async (list) => await b.acceptShardsParallel(list, 'test', teamId)))
+  assert.deepEqual(results.map((r) => [r.accepted.length, r.rejected.length, r.duplicates]), [[100, 0, 0], [98, 1, 1], [100, 0, 0]])
+  assert.deepEqual(results[1].rejected.map((r) => r.code), ['ERR_SHARD_BAD_SIGNATURE'])
+  assert.equal(b.store.has(batches[1][5].id), false)
+  for (const [n, shards] of batches.entries()) {
+    for (const [i, shard] of shards.entries()) if (!(n === 1 && (i === 5 || i === 6))) assert.ok(b.store.has(shard.id), `batch ${n} shard ${i}`)
+  }
+})
