@@ -1,6 +1,9 @@
 import { createHash, hash } from 'node:crypto'
-import { domainSeparated, SIGNATURE_CONTEXTS, type Identity } from '../identity/index.ts'
+// the modules themselves, not the identity index: the verification workers load this file, and
+// start faster without key files and the rest
+import { domainSeparated, SIGNATURE_CONTEXTS } from '../identity/domain.ts'
 import { verifyRaw } from '../identity/ed25519.ts'
+import type { Identity } from '../identity/index.ts'
 import { Shard as ShardWire, ShardContent } from '../pb/team.ts'
 import { ShardRejectedError } from './errors.ts'
 import { readCanonicalContent } from './shard-content.ts'
