@@ -4,3 +4,5 @@ export { Sampler, argmax, validateSampling, type SamplingOptions } from './sampl
 export { LocalModel, ModelSession, splitSpans, type LocalModelOptions, type GenerateRequest, type GenerateResult, type TokenEvent, type TextGenerator } from './local-model.ts'
 export { ContextFullError, StageInputError, KvCacheMismatchError } from './errors.ts'
 export { encodePrompt, runGeneration, type ForwardRun, type GenerationModel } from './generation.ts'
+export { StageWorker, WorkerKvCache } from './stage-worker.ts'
+export { inThreadRunner, workerRunner, type StageRunner, type RunnerCache } from './stage-worker-runner.ts'

@@ -1,6 +1,6 @@
 import { randomBytes, randomInt } from 'node:crypto'
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import { ContextFullError, encodePrompt, runGeneration, Stage, type GenerateRequest, type GenerateResult, type KvCache, type TextGenerator } from '../inference/index.ts'
+import { ContextFullError, encodePrompt, inThreadRunner, runGeneration, Stage, StageWorker, workerRunner, type GenerateRequest, type GenerateResult, type RunnerCache, type StageRunner, type TextGenerator } from '../inference/index.ts'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
 import { loadManifest, loadTokenizer, type ModelManifest, type TextTokenizer } from '../model/index.ts'
 import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../usxf/index.ts'
@@ -11,6 +11,7 @@ import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind
 import { resumeHandedOffSession, sessionMovedTo, type Handoff } from './handoff-client.ts'
 import { PushChain, PushHopError } from './push-client.ts'
 import { PUSH_ERRORS } from './push-errors.ts'
+import { StandbySession, type StandbyWire } from './standby.ts'
 import { resolveVerifyOptions, RunVerifier, VerifyConflictError, type Fault, type ResolvedVerifyOptions, type StepCheck, type VerificationReport, type VerifyOptions } from './verify.ts'
 
 /** One middle span and the servers that can run it, in order of preference (the rest are replacements). */
@@ -53,6 +54,21 @@ export interface MeshModelOptions {
    * middle hops or more; off while verification is on (it checks every hop's outputs here).
    */
   push?: boolean
+  /**
+   * Standby replacements (default off; docs/split-inference.md "Failover"): once a hop's session
+   * is open, an empty session for the same span is opened on its next server and kept alive, and
+   * a failure replays straight into it (no dial, negotiation or open at failure time). Costs one
+   * session slot per hop on the spare for the whole generation. Relayed mode only (not push).
+   */
+  standby?: boolean
+  /** How often a standby is pinged (`info`) so the server's idle timeout (60 s by default) does not drop it (default 20 s). */
+  standbyKeepAliveMs?: number
+  /**
+   * Run the head and the tail on worker threads (default on; docs/split-inference.md
+   * "Benchmark"): onnxruntime-node blocks the calling thread for a whole run, so in-thread
+   * stages stall every other session's network work while one computes. Off: in this thread.
+   */
+  offload?: boolean
   logger?: Logger
 }
 
@@ -73,6 +89,8 @@ export interface Failover {
   code: string
   /** Positions replayed into the replacement. */
   replayed: number
+  /** The replacement was a standby session opened before the failure (nothing dialled at failure time). */
+  standby: boolean
 }
 
 export interface MeshGenerateResult extends GenerateResult {
@@ -92,6 +110,10 @@ interface HopSession {
   hop: MeshHop
   peer: PeerId | null
   channel: MessageChannel | null
+  /** The session's id on `peer` (a promoted standby keeps its own id). */
+  sessionId: string
+  /** The replacement opened ahead on the span's next server (standby mode). */
+  standby: StandbySession | null
   nextStep: number
   /** Every input this span received, in position order (what a replacement is replayed). */
   inputs: Float32Array[]
@@ -113,12 +135,18 @@ function codeOf (err: unknown): string {
 export class MeshModel implements TextGenerator {
   readonly manifest: ModelManifest
   readonly tokenizer: TextTokenizer | null
-  readonly head: Stage
-  readonly tail: Stage
+  /** The embeddings and the first k layers (on a worker thread with `offload`). */
+  readonly head: StageRunner
+  /** The last k layers, the final norm and the LM head (on a worker thread with `offload`). */
+  readonly tail: StageRunner
+  readonly offload: boolean
   readonly chain: readonly MeshHop[]
   readonly quantization: UsxfQuantization
   /** Server-to-server push asked for (docs/split-inference.md "Push"). */
   readonly push: boolean
+  /** Standby replacements asked for (docs/split-inference.md "Failover"). */
+  readonly standby: boolean
+  readonly standbyKeepAliveMs: number
   private readonly libp2p: Libp2p
   private readonly timeouts: MeshTimeouts
   private readonly banMs: number
@@ -130,14 +158,17 @@ export class MeshModel implements TextGenerator {
   /** The client's own stages of middle spans (referees), opened when first needed. */
   private readonly referees = new Map<string, Promise<Stage | null>>()
 
-  private constructor (options: MeshModelOptions, manifest: ModelManifest, tokenizer: TextTokenizer | null, head: Stage, tail: Stage) {
+  private constructor (options: MeshModelOptions, manifest: ModelManifest, tokenizer: TextTokenizer | null, head: StageRunner, tail: StageRunner) {
     this.manifest = manifest
     this.tokenizer = tokenizer
     this.head = head
     this.tail = tail
+    this.offload = options.offload !== false
     this.chain = options.chain.map((hop) => ({ start: hop.start, end: hop.end, peers: [...hop.peers] }))
     this.quantization = options.quantization ?? 'f16'
     this.push = options.push === true
+    this.standby = options.standby === true
+    this.standbyKeepAliveMs = options.standbyKeepAliveMs ?? 20_000
     this.libp2p = options.libp2p
     this.timeouts = { dialMs: 10_000, replyMs: 30_000, ...options.timeouts }
     this.banMs = options.banMs ?? 60_000
@@ -164,12 +195,16 @@ export class MeshModel implements TextGenerator {
     const quantization = options.quantization ?? 'f16'
     if (!['none', 'f16', 'int8-block'].includes(quantization)) throw new InvalidInputError(`unknown quantization ${quantization}`)
     resolveVerifyOptions(options.verify)
+    if (options.standbyKeepAliveMs !== undefined && (!Number.isFinite(options.standbyKeepAliveMs) || options.standbyKeepAliveMs < 10)) throw new InvalidInputError('standbyKeepAliveMs must be at least 10')
     const tokenizer = await loadTokenizer(options.dataDir, manifest)
     const stageOptions = { maxContext: options.maxContext, threads: options.threads, spinning: false }
-    const head = await Stage.open(options.dataDir, manifest, { start: 0, end: headLayers, embed: true, lmHead: false }, stageOptions)
-    let tail: Stage
+    const openRunner = async (span: { start: number, end: number, embed: boolean, lmHead: boolean }): Promise<StageRunner> => options.offload !== false
+      ? workerRunner(await StageWorker.open(options.dataDir, manifest, span, stageOptions))
+      : inThreadRunner(await Stage.open(options.dataDir, manifest, span, stageOptions))
+    const head = await openRunner({ start: 0, end: headLayers, embed: true, lmHead: false })
+    let tail: StageRunner
     try {
-      tail = await Stage.open(options.dataDir, manifest, { start: layers - tailLayers, end: layers, embed: false, lmHead: true }, stageOptions)
+      tail = await openRunner({ start: layers - tailLayers, end: layers, embed: false, lmHead: true })
     } catch (err) {
       await head.close()
       throw err
@@ -271,7 +306,12 @@ export class MeshModel implements TextGenerator {
   async randomActivations (rows: number): Promise<Float32Array> {
     const bos = this.manifest.spec.bosTokenId
     const tokens = Array.from({ length: rows }, (_, i) => i === 0 && bos !== null ? bos : randomInt(0, this.manifest.spec.vocabSize))
-    return (await this.head.run({ tokens }, this.head.newCache())).hidden as Float32Array
+    const cache = this.head.newCache()
+    try {
+      return (await this.head.run({ tokens }, cache)).hidden as Float32Array
+    } finally {
+      cache.release()
+    }
   }
 
   /** @internal */
@@ -301,8 +341,8 @@ class MeshRun {
   private readonly model: MeshModel
   // a fallback from push opens fresh sessions under a new id (the old ones may still be releasing)
   private id = randomBytes(12).toString('hex')
-  private readonly headCache: KvCache
-  private readonly tailCache: KvCache
+  private readonly headCache: RunnerCache
+  private readonly tailCache: RunnerCache
   private readonly hops: HopSession[]
   private readonly maxLength: number
   private readonly controller = new AbortController()
@@ -322,7 +362,7 @@ class MeshRun {
     this.maxLength = maxLength
     this.headCache = model.head.newCache()
     this.tailCache = model.tail.newCache()
-    this.hops = model.chain.map((hop, index) => ({ index, hop, peer: null, channel: null, nextStep: 0, inputs: [], positions: 0, dropped: null }))
+    this.hops = model.chain.map((hop, index) => ({ index, hop, peer: null, channel: null, sessionId: this.id, standby: null, nextStep: 0, inputs: [], positions: 0, dropped: null }))
     this.signal = signal !== undefined ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal
     this.maxMessageBytes = maxInferMessageBytes(maxLength, model.manifest.spec.hiddenSize)
     this.verifier = model.verify.rate > 0 || model.verify.canaries > 0 ? this.newVerifier(plannedSteps) : null
@@ -370,7 +410,8 @@ class MeshRun {
     let hidden = (await this.model.head.run({ tokens }, this.headCache)).hidden as Float32Array
     if (this.pushing) hidden = await this.pushStep(hidden)
     else for (const hop of this.hops) hidden = await this.runHop(hop, hidden)
-    const out = await this.model.tail.run({ hidden, allLogits }, this.tailCache)
+    // the last hop's output is not kept unless a verifier holds it: the worker may take its buffer
+    const out = await this.model.tail.run({ hidden, allLogits }, this.tailCache, { transferInput: this.verifier === null })
     this.tokens.push(...tokens)
     this.steps++
     return out.logits as Float32Array
@@ -384,14 +425,20 @@ class MeshRun {
     hop.dropped = null
     // a sampled step: the verifier's catch-up runs while the primary computes
     const check: StepCheck | null = this.verifier?.begin(hop.index, hidden) ?? null
+    let viaStandby = false
     for (;;) {
       this.signal.throwIfAborted()
       let replayed = 0
       try {
+        if (hop.channel === null && await this.promoteStandby(hop, tried)) {
+          viaStandby = true
+          if (lastError !== undefined) replayed = hop.positions
+        }
         if (hop.channel === null) {
           const peer = this.model.candidates(hop.hop, tried)[0]
           if (peer === undefined) break
           tried.add(peer.toString())
+          viaStandby = false
           await this.openHop(hop, peer)
           if (lastError !== undefined) replayed = hop.positions
         }
@@ -406,10 +453,11 @@ class MeshRun {
         }
         await this.verifier?.settle(hop.index, hidden, hop.positions, output, hop.peer as PeerId, check, this.steps)
         if (lastError !== undefined && failed !== null) {
-          this.failovers.push({ hop: hop.index, from: failed.toString(), to: (hop.peer as PeerId).toString(), code: codeOf(lastError), replayed })
+          this.failovers.push({ hop: hop.index, from: failed.toString(), to: (hop.peer as PeerId).toString(), code: codeOf(lastError), replayed, standby: viaStandby })
         }
         hop.inputs.push(hidden)
         hop.positions += hidden.length / this.model.manifest.spec.hiddenSize
+        this.ensureStandby(hop)
         return output
       } catch (err) {
         if (this.signal.aborted || err instanceof VerifyConflictError) throw err
@@ -422,7 +470,7 @@ class MeshRun {
           hop.channel?.close(AbortSignal.timeout(timeouts.replyMs)).catch(() => {})
           hop.channel = null
           try {
-            hop.channel = await resumeHandedOffSession({ libp2p, peer: movedTo, manifest: this.model.manifest, sessionId: this.id, layers: hop.hop, maxLength: this.maxLength, positions: hop.positions, nextStep: hop.nextStep, maxMessageBytes: this.maxMessageBytes, timeouts, signal: this.signal })
+            hop.channel = await resumeHandedOffSession({ libp2p, peer: movedTo, manifest: this.model.manifest, sessionId: hop.sessionId, layers: hop.hop, maxLength: this.maxLength, positions: hop.positions, nextStep: hop.nextStep, maxMessageBytes: this.maxMessageBytes, timeouts, signal: this.signal })
             hop.peer = movedTo
             this.model.ban(from)
             this.handoffs.push({ hop: hop.index, from: from.toString(), to: movedTo.toString(), positions: hop.positions })
@@ -500,6 +548,7 @@ class MeshRun {
     this.id = randomBytes(12).toString('hex')
     for (const hop of this.hops) {
       hop.channel = null
+      hop.sessionId = this.id
       hop.peer = null
       hop.nextStep = 0
       hop.inputs = []
@@ -509,7 +558,7 @@ class MeshRun {
     for (const hop of this.hops) rows = await this.runHop(hop, rows)
     const replacement = blamed !== null ? this.hops[blamed.hop].peer : null
     if (blamed !== null && replacement !== null && !replacement.equals(blamed.peer)) {
-      this.failovers.push({ hop: blamed.hop, from: blamed.peer.toString(), to: replacement.toString(), code, replayed })
+      this.failovers.push({ hop: blamed.hop, from: blamed.peer.toString(), to: replacement.toString(), code, replayed, standby: false })
     }
     return rows.subarray(rows.length - hidden.length)
   }
@@ -522,10 +571,13 @@ class MeshRun {
   }
 
   private async exchange (hop: HopSession, request: InferRequest): Promise<InferResponse> {
-    const channel = hop.channel as MessageChannel
+    return await this.exchangeOn(hop.channel as MessageChannel, this.signal, request)
+  }
+
+  private async exchangeOn (channel: MessageChannel, signal: AbortSignal, request: InferRequest): Promise<InferResponse> {
     const { timeouts } = this.model.wire
-    await channel.send(InferRequest.encode(request), AbortSignal.any([this.signal, AbortSignal.timeout(timeouts.replyMs)]))
-    const bytes = await channel.receive({ signal: this.signal, timeoutMs: timeouts.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
+    await channel.send(InferRequest.encode(request), AbortSignal.any([signal, AbortSignal.timeout(timeouts.replyMs)]))
+    const bytes = await channel.receive({ signal, timeoutMs: timeouts.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
     let response: InferResponse
     try {
       response = InferResponse.decode(bytes)
@@ -540,23 +592,40 @@ class MeshRun {
   }
 
   private async openHop (hop: HopSession, peer: PeerId): Promise<void> {
-    const { libp2p, timeouts } = this.model.wire
     hop.peer = peer
-    hop.channel = await openChannel(libp2p, peer, INFER_PROTOCOL, { maxMessageBytes: this.maxMessageBytes, dialMs: timeouts.dialMs, signal: this.signal })
+    hop.channel = null
+    hop.sessionId = this.id
     hop.nextStep = 0
+    hop.channel = await this.openSession(hop.hop, peer, hop.sessionId, this.signal)
+  }
+
+  /** Dials `peer`, negotiates the protocol and opens an empty session for `span`: the open channel. */
+  private async openSession (span: MeshHop, peer: PeerId, sessionId: string, signal: AbortSignal): Promise<MessageChannel> {
+    const { libp2p, timeouts } = this.model.wire
+    const channel = await openChannel(libp2p, peer, INFER_PROTOCOL, { maxMessageBytes: this.maxMessageBytes, dialMs: timeouts.dialMs, signal })
+    try {
+      await this.openOn(channel, span, sessionId, signal)
+    } catch (err) {
+      channel.abort(err as Error)
+      throw err
+    }
+    return channel
+  }
+
+  private async openOn (channel: MessageChannel, span: MeshHop, sessionId: string, signal: AbortSignal): Promise<void> {
     const manifest = this.model.manifest
-    const response = await this.exchange(hop, {
+    const response = await this.exchangeOn(channel, signal, {
       open: {
-        sessionId: this.id,
+        sessionId,
         configSha256: hexToBytes(manifest.configSha256) as Uint8Array<ArrayBuffer>,
         weightsSha256: hexToBytes(manifest.weightsSha256) as Uint8Array<ArrayBuffer>,
-        layerStart: hop.hop.start,
-        layerEnd: hop.hop.end,
+        layerStart: span.start,
+        layerEnd: span.end,
         maxLength: this.maxLength
       }
     })
     const opened = response.opened
-    if (opened == null || opened.sessionId !== this.id || opened.hiddenSize !== manifest.spec.hiddenSize || opened.maxLength < this.maxLength) {
+    if (opened == null || opened.sessionId !== sessionId || opened.hiddenSize !== manifest.spec.hiddenSize || opened.maxLength < this.maxLength) {
       throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not open the session as asked')
     }
     if (opened.maxStepRows < this.maxLength) throw new SplitInferenceError(INFER_ERRORS.maxLength, `the server takes steps of ${opened.maxStepRows} rows; this session needs ${this.maxLength}`)
@@ -566,7 +635,7 @@ class MeshRun {
     const width = this.model.manifest.spec.hiddenSize
     const rows = hidden.length / width
     const frame = encodeActivationFrame({ step: hop.nextStep, positionStart, rows, width, values: hidden }, { quantization: this.model.quantization })
-    const response = await this.exchange(hop, { step: { sessionId: this.id, frame: frame as Uint8Array<ArrayBuffer> } })
+    const response = await this.exchange(hop, { step: { sessionId: hop.sessionId, frame: frame as Uint8Array<ArrayBuffer> } })
     if (response.result == null) throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not answer the step with a result')
     const out = decodeActivationFrame(aligned(response.result.frame), { width, maxRows: rows })
     if (out.step !== hop.nextStep || out.positionStart !== positionStart || out.rows !== rows) {
@@ -576,25 +645,74 @@ class MeshRun {
     return out.values
   }
 
-  /** Closes every server session (best effort, bounded) and ends the streams. */
+  /**
+   * Standby mode: the hop's standby, if it opened and is alive and its server is still allowed,
+   * becomes the hop's session (the caller replays into it). False when there is none to take.
+   */
+  private async promoteStandby (hop: HopSession, tried: Set<string>): Promise<boolean> {
+    const standby = hop.standby
+    if (standby === null) return false
+    hop.standby = null
+    const allowed = !tried.has(standby.peer.toString()) && this.model.candidates(hop.hop, tried).some((p) => p.equals(standby.peer))
+    const channel = allowed ? await standby.take() : null
+    if (channel === null) {
+      void standby.close()
+      return false
+    }
+    tried.add(standby.peer.toString())
+    hop.peer = standby.peer
+    hop.sessionId = standby.sessionId
+    hop.channel = channel
+    hop.nextStep = 0
+    return true
+  }
+
+  /** Standby mode: opens a standby on the span's next server once the hop has a working session. */
+  private ensureStandby (hop: HopSession): void {
+    if (!this.model.standby || this.pushing || hop.standby !== null || hop.peer === null) return
+    const primary = hop.peer
+    const peer = this.model.candidates(hop.hop, new Set([primary.toString()]))[0]
+    if (peer === undefined) return
+    hop.standby = new StandbySession({ peer, sessionId: randomBytes(12).toString('hex'), wire: this.standbyWire(hop.hop), keepAliveMs: this.model.standbyKeepAliveMs, signal: this.signal, logger: this.model.wire.logger })
+  }
+
+  private standbyWire (span: MeshHop): StandbyWire {
+    return {
+      open: async (peer, sessionId, signal) => await this.openSession(span, peer, sessionId, signal),
+      ping: async (channel, signal) => {
+        const response = await this.exchangeOn(channel, signal, { info: {} })
+        if (response.info == null) throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not answer info')
+      },
+      close: async (channel, sessionId) => { await this.closeSession(channel, sessionId) }
+    }
+  }
+
+  private async closeSession (channel: MessageChannel, sessionId: string): Promise<void> {
+    try {
+      const signal = AbortSignal.timeout(this.model.wire.timeouts.replyMs)
+      await channel.send(InferRequest.encode({ close: { sessionId } }), signal)
+      await channel.receive({ signal, timeoutMs: this.model.wire.timeouts.replyMs })
+      await channel.close(signal)
+    } catch (err) {
+      channel.abort(err as Error)
+    }
+  }
+
+  /** Closes every server session, standbys too (best effort, bounded) and ends the streams. */
   async close (): Promise<void> {
     await this.verifier?.close()
     const chain = this.pushChain
     this.pushChain = null
     await chain?.close()
     await Promise.allSettled(this.hops.map(async (hop) => {
+      const standby = hop.standby
+      hop.standby = null
       const channel = hop.channel
-      if (channel === null) return
       hop.channel = null
-      try {
-        const signal = AbortSignal.timeout(this.model.wire.timeouts.replyMs)
-        await channel.send(InferRequest.encode({ close: { sessionId: this.id } }), signal)
-        await channel.receive({ signal, timeoutMs: this.model.wire.timeouts.replyMs })
-        await channel.close(signal)
-      } catch (err) {
-        channel.abort(err as Error)
-      }
+      await Promise.all([standby?.close(), channel !== null ? this.closeSession(channel, hop.sessionId) : undefined])
     }))
+    this.headCache.release()
+    this.tailCache.release()
     this.controller.abort(new Error('the generation ended'))
   }
 }
