@@ -669,8 +669,14 @@ class MeshRun {
 
   /** Standby mode: opens a standby on the span's next server once the hop has a working session. */
   private ensureStandby (hop: HopSession): void {
-    if (!this.model.standby || this.pushing || hop.standby !== null || hop.peer === null) return
+    if (!this.model.standby || this.pushing || hop.peer === null) return
     const primary = hop.peer
+    // a hand-off can move the session onto the standby's server: a standby there protects nothing
+    if (hop.standby !== null && hop.standby.peer.equals(primary)) {
+      void hop.standby.close()
+      hop.standby = null
+    }
+    if (hop.standby !== null) return
     const peer = this.model.candidates(hop.hop, new Set([primary.toString()]))[0]
     if (peer === undefined) return
     hop.standby = new StandbySession({ peer, sessionId: randomBytes(12).toString('hex'), wire: this.standbyWire(hop.hop), keepAliveMs: this.model.standbyKeepAliveMs, signal: this.signal, logger: this.model.wire.logger })

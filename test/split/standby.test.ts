@@ -102,3 +102,26 @@ test('without a failure the standby is closed at the end and the output is the p
     await mesh.close()
   }
 })
+
+test('a primary drained onto the standby\'s server: the hand-off resumes there (own session ids, no clash), nothing replayed', async () => {
+  const request = { promptIds: promptIds(10, 3), maxTokens: 160, stopTokens: [] }
+  const expected = await local.generate(request)
+  const mesh = await MeshModel.open({ libp2p: world.swarm.nodes[0].mesh.libp2p, dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: chain(), quantization: 'none', threads: 1, standby: true })
+  const progress = new EventTarget()
+  let produced = 0
+  try {
+    const running = mesh.generate({ ...request, onToken: () => { produced++; progress.dispatchEvent(new Event('token')) } })
+    running.catch(() => {})
+    // the primary holds the session, the spare the standby
+    await waitUntil(() => produced >= 4 && spare().sessions === 1 && world.servers[PRIMARY - 1].stats().sessions === 1, { events: [{ target: progress, type: 'token' }], timeoutMs: 30_000, what: 'a few steps in, the standby open' })
+    const drained = await world.servers[PRIMARY - 1].drain(world.peer(SPARE), { identity: world.swarm.nodes[PRIMARY].identity })
+    assert.equal(drained.moved.length, 1, JSON.stringify(drained.failed))
+    const result = await running
+    assert.deepEqual(result.tokens, expected.tokens)
+    assert.deepEqual(result.failovers, [], 'resumed, not replayed')
+    assert.deepEqual(result.handoffs?.map((h) => [h.from, h.to]), [[world.peer(PRIMARY).toString(), world.peer(SPARE).toString()]])
+    await waitUntil(() => spare().sessions === 0, { timeoutMs: 10_000 })
+  } finally {
+    await mesh.close()
+  }
+})
