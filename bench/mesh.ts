@@ -11,7 +11,7 @@
 // the spare vs one into a standby session opened beforehand (MeshModel `standby`).
 // Usage: node bench/mesh.ts [--json] [--shapes tiny,llama-1b] [--tokens tiny:64,llama-1b:16]
 //        [--prompt 32] [--sessions 4] [--latencies 5,20] [--activations f16,none] [--threads 1]
-//        [--variant int8] [--servers threads|main]
+//        [--variant int8] [--servers threads|main] [--offload on|off]
 // All nodes share this machine (and its cores); onnxruntime runs 1 thread per stage by default.
 // The servers run on a worker thread each (--servers threads, default): onnxruntime-node runs a
 // session synchronously on the calling thread, so on one thread the stages could not overlap;
@@ -43,8 +43,11 @@ const flags = benchFlags({
   activations: { default: 'f16,none', description: 'activation quantizations compared with the local model (none = f32)' },
   variant: { default: 'int8', description: 'weights of the imported model: f32, f16 or int8' },
   threads: { default: '1', description: 'onnxruntime threads per stage (the local model uses the same)' },
-  servers: { default: 'threads', description: 'where the layer servers run: threads (a worker thread each) or main (the client\'s event loop)' }
+  servers: { default: 'threads', description: 'where the layer servers run: threads (a worker thread each) or main (the client\'s event loop)' },
+  offload: { default: 'on', description: 'the client\'s head and tail on worker threads (on) or its own thread (off) in the single-session, latency and recovery runs (the concurrent run measures both)' }
 })
+const offload = (flags.values.offload ?? 'on') === 'on'
+if (!['on', 'off'].includes(flags.values.offload ?? 'on')) throw new Error('--offload is on or off')
 const serversOn = flags.values.servers ?? 'threads'
 if (serversOn !== 'threads' && serversOn !== 'main') throw new Error('--servers is threads or main')
 const shapes = (flags.values.shapes ?? '').split(',').filter((s) => s !== '') as SynthShape[]
@@ -331,7 +334,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
     const stageSamples = { head: [] as number[], tail: [] as number[] }
     for (const quantization of activations) {
       progress(`${shape}: mesh chain, ${quantization} activations`)
-      const model = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization, maxContext, threads })
+      const model = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization, maxContext, threads, offload })
       models.push(model)
       const head: number[] = []
       const tail: number[] = []
@@ -425,9 +428,9 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
     // client's head and tail on its thread (the old path) and on worker threads (offload)
     const concurrent: ShapeResult['concurrent'] = []
     if (f16Model !== null && sessionCount > 1) {
-      const inThread = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization: 'f16', maxContext, threads, offload: false })
-      models.push(inThread)
-      for (const model of [inThread, f16Model]) {
+      const other = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization: 'f16', maxContext, threads, offload: !offload })
+      models.push(other)
+      for (const model of offload ? [other, f16Model] : [f16Model, other]) {
         const offload = model.offload
         const mode = offload ? 'head/tail offloaded' : 'head/tail in the client thread'
         progress(`${shape}: ${sessionCount} concurrent sessions, ${mode}`)
@@ -490,7 +493,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
           proxies.push(proxy)
           await far.mesh.connect(`/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${servers[i].peerId.toString()}`)
         }
-        const model = await MeshModel.open({ libp2p: far.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization: reference.quantization, maxContext, threads })
+        const model = await MeshModel.open({ libp2p: far.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: primary, quantization: reference.quantization, maxContext, threads, offload })
         models.push(model)
         await timedGenerate(model, promptIds(manifest, 9), 2)
         const before = sockets.snapshot()
@@ -524,7 +527,7 @@ async function benchShape (shape: SynthShape): Promise<ShapeResult> {
       progress(`${shape}: recovery from a killed middle server${standby ? ', standby on the spare' : ''}`)
       const victimPeer = victim.peerId.toString()
       const sparePeer = spare.peerId.toString()
-      const model = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: chain([[servers[0]], [victim, spare], [servers[2]]]), quantization: reference.quantization, maxContext, threads, standby })
+      const model = await MeshModel.open({ libp2p: client.mesh.libp2p, dataDir, name, headLayers: 1, tailLayers: 1, chain: chain([[servers[0]], [victim, spare], [servers[2]]]), quantization: reference.quantization, maxContext, threads, standby, offload })
       models.push(model)
       await timedGenerate(model, promptIds(manifest, 9), 2)
       probe.clear()
@@ -629,6 +632,7 @@ report(flags, {
   cores: cpus().length,
   machine: `all nodes (client, 3 servers, spare) in one process on one machine, loopback TCP with noise and yamux; servers on ${serversOn === 'threads' ? 'a worker thread each' : 'the client\'s thread'}`,
   servers: serversOn,
+  offload,
   loadAverage: { before: loadBefore, after: loadAfter },
   threadsPerStage: threads,
   variant,
@@ -678,7 +682,7 @@ report(flags, {
     rows: results.flatMap((r) => r.latency.map((l) => [r.shape, l.oneWayMs, l.expectedMsPerToken, l.measuredMsPerToken, l.expectedTokPerS, l.measuredTokPerS, l.rttP50.map((x) => x.toFixed(1)).join(' / '), l.viaProxy ? 'yes' : 'NO']))
   }
 ], [
-  `machine: ${cpus().length} cores, load average ${loadBefore.toFixed(1)} before / ${loadAfter.toFixed(1)} after; the client, the 3 servers and the spare are in-process nodes sharing the cores (servers on ${serversOn === 'threads' ? 'a worker thread each' : 'the client\'s event loop'}); background traffic per idle connection: ${results.map((r) => `${r.shape} ${r.backgroundBytesPerSecond.toFixed(0)} B/s`).join(', ')}`,
+  `machine: ${cpus().length} cores, load average ${loadBefore.toFixed(1)} before / ${loadAfter.toFixed(1)} after; the client, the 3 servers and the spare are in-process nodes sharing the cores (servers on ${serversOn === 'threads' ? 'a worker thread each' : 'the client\'s event loop'}; client head/tail ${offload ? 'on worker threads' : 'in its thread'} outside the concurrent run); background traffic per idle connection: ${results.map((r) => `${r.shape} ${r.backgroundBytesPerSecond.toFixed(0)} B/s`).join(', ')}`,
   `targets: per-hop overhead + codec <= ${TARGET_OVERHEAD_MS} ms p50 (f16): ${met(overheadTarget.length > 0 ? overheadTarget.every((o) => o <= TARGET_OVERHEAD_MS) : null)}; ` +
   `bytes per token per hop <= limit (f16, wire): ${met(bytesTarget.length > 0 ? bytesTarget.every((b) => b <= 1) : null)}; ` +
   `${sessionCount} sessions >= ${TARGET_CONCURRENT * 100}% of the bound: ${met(concurrentMet(true))} offloaded (${met(concurrentMet(false))} in thread); ` +
