@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Libp2p, PeerId } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
 import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
 import { decodeActivationFrame, encodeActivationFrame } from '../../src/usxf/index.ts'
@@ -9,6 +9,7 @@ import { createLayerServer, MeshModel, PUSH_PROTOCOL, type LayerServer, type Mes
 import { PushChain } from '../../src/split/push-client.ts'
 import { maxAbsDiff, STORIES_DIR, STORIES_SKIP } from '../model/fixtures.ts'
 import { promptIds, SPANS, splitWorld, type SplitWorld } from './fixtures.ts'
+import { messages, tappedLibp2p } from './wire-tap.ts'
 
 // Nodes 1-3 serve the three middle spans, node 4 a second server for layers 2-3 (the replacement),
 // node 5 serves nothing (a stranger that forges pushes).
@@ -123,48 +124,6 @@ test('push is off while verification is on, and for a single middle hop (reporte
   }
 })
 
-/** Every byte written on streams dialed through `libp2p`, per stream. */
-function tapped (libp2p: Libp2p, streams: Array<{ protocol: string, chunks: Uint8Array[] }>): Libp2p {
-  const dialProtocol = async (...args: Parameters<Libp2p['dialProtocol']>): Promise<Stream> => {
-    const stream = await libp2p.dialProtocol(...args)
-    const record = { protocol: stream.protocol ?? '', chunks: [] as Uint8Array[] }
-    streams.push(record)
-    const send = stream.send.bind(stream)
-    stream.send = (data) => {
-      record.chunks.push(data instanceof Uint8Array ? data.slice() : data.subarray().slice())
-      return send(data)
-    }
-    return stream
-  }
-  return new Proxy(libp2p, {
-    get (target, property) {
-      if (property === 'dialProtocol') return dialProtocol
-      const value = Reflect.get(target, property, target)
-      return typeof value === 'function' ? value.bind(target) : value
-    }
-  })
-}
-
-/** Splits a byte stream into its unsigned-varint length-prefixed messages. */
-function messages (bytes: Uint8Array): Uint8Array[] {
-  const out: Uint8Array[] = []
-  let at = 0
-  while (at < bytes.length) {
-    let length = 0
-    let shift = 0
-    for (;;) {
-      const b = bytes[at++]
-      length += (b & 0x7f) * 2 ** shift
-      shift += 7
-      if ((b & 0x80) === 0) break
-    }
-    assert.ok(at + length <= bytes.length, 'a message runs past the captured bytes')
-    out.push(bytes.subarray(at, at + length))
-    at += length
-  }
-  return out
-}
-
 function concat (chunks: Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat(chunks))
 }
@@ -176,7 +135,7 @@ test('wire inspection: the client\'s streams and the server-to-server pushes car
   const spare: LayerServer[] = []
   try {
     // a fresh 1-2 server on node 5, its outbound streams tapped, pushes to node 4 (2-3), which pushes to node 3 (3-4)
-    const first = createLayerServer({ libp2p: tapped(world.swarm.nodes[STRANGER].mesh.libp2p, serverStreams), dataDir: world.dataDir, model: world.model, layers: SPANS[0], threads: 1 })
+    const first = createLayerServer({ libp2p: tappedLibp2p(world.swarm.nodes[STRANGER].mesh.libp2p, serverStreams), dataDir: world.dataDir, model: world.model, layers: SPANS[0], threads: 1 })
     await first.start()
     spare.push(first)
     const hops: MeshHop[] = [
@@ -184,7 +143,7 @@ test('wire inspection: the client\'s streams and the server-to-server pushes car
       { ...SPANS[1], peers: [world.peer(4)] },
       { ...SPANS[2], peers: [world.peer(3)] }
     ]
-    const mesh = await MeshModel.open({ libp2p: tapped(world.swarm.nodes[0].mesh.libp2p, clientStreams), dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: hops, quantization: 'none', threads: 1, push: true })
+    const mesh = await MeshModel.open({ libp2p: tappedLibp2p(world.swarm.nodes[0].mesh.libp2p, clientStreams), dataDir: world.dataDir, name: world.model, headLayers: 1, tailLayers: 1, chain: hops, quantization: 'none', threads: 1, push: true })
     const prompt = promptIds(9, 11)
     let result
     try {
