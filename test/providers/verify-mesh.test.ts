@@ -14,7 +14,8 @@ import { createSwarm, type Swarm } from '../../src/simulation/index.ts'
 import { createLayerServer, type LayerServer } from '../../src/split/index.ts'
 import { PermagentError, silentLogger } from '../../src/util/index.ts'
 import { tempDir, type TempDir } from '../model/fixtures.ts'
-import { startLiarProxy, tinyModelSource } from './fixtures.ts'
+import { tinyModelSource } from './fixtures.ts'
+import { startLiarProxy } from '../split/liar-proxy.ts'
 
 /**
  * Node 0 is the client; nodes 1, 2 and 3 serve layers 1-2, 2-3 and 3-4 honestly; node 4 serves

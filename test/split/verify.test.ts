@@ -3,15 +3,14 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { meshRunRoutes } from '../../node/api/routes/mesh-run.ts'
 import { startControlApi } from '../../node/api/server.ts'
-import type { Libp2p, PeerId } from '@libp2p/interface'
 import { LocalModel } from '../../src/inference/index.ts'
 import { importModel } from '../../src/model/index.ts'
 import { silentLogger } from '../../src/util/index.ts'
-import { MessageChannel, openChannel } from '../../src/mesh/index.ts'
-import { decodeActivationFrame, encodeActivationFrame, type ActivationFrame } from '../../src/usxf/index.ts'
-import { InferRequest, InferResponse } from '../../src/pb/infer.ts'
+import { decodeActivationFrame } from '../../src/usxf/index.ts'
+import { InferRequest } from '../../src/pb/infer.ts'
 import { INFER_PROTOCOL, MeshModel, requestKind, type MeshHop, type MeshModelOptions } from '../../src/split/index.ts'
 import { promptIds, SPANS, splitWorld, type SplitWorld } from './fixtures.ts'
+import { startLiarProxy, type LiarProxy } from './liar-proxy.ts'
 import { messages, tappedLibp2p } from './wire-tap.ts'
 
 // Nodes 1-3 serve the three middle spans; nodes 4 and 5 are more honest servers for layers 2-3;
@@ -24,53 +23,12 @@ const HIDDEN = 64
 
 let world: SplitWorld
 let local: LocalModel
-/** Which result frames the liar perturbs (set per test), and how many it did. */
-let lieWhen: (frame: ActivationFrame) => boolean = () => true
-let lies = 0
-
-/** Adds a deterministic pattern of a quarter of the row's rms to every value. */
-function perturb (values: Float32Array): Float32Array {
-  const out = values.slice()
-  for (let r = 0; r < out.length / HIDDEN; r++) {
-    let sum = 0
-    for (let i = r * HIDDEN; i < (r + 1) * HIDDEN; i++) sum += out[i] * out[i]
-    const rms = Math.sqrt(sum / HIDDEN)
-    for (let i = r * HIDDEN; i < (r + 1) * HIDDEN; i++) out[i] += 0.25 * rms * Math.sin(i * 12.9898 + 1)
-  }
-  return out
-}
-
-async function startLiar (libp2p: Libp2p, backend: PeerId): Promise<void> {
-  await libp2p.handle(INFER_PROTOCOL, async (stream, connection) => {
-    const inbound = new MessageChannel(INFER_PROTOCOL, stream, connection.remotePeer, 1 << 22)
-    let outbound: MessageChannel | undefined
-    try {
-      outbound = await openChannel(libp2p, backend, INFER_PROTOCOL, { maxMessageBytes: 1 << 22 })
-      for (;;) {
-        const request = await inbound.receive({ timeoutMs: 60_000 })
-        await outbound.send(request.subarray(), AbortSignal.timeout(10_000))
-        const reply = await outbound.receive({ timeoutMs: 60_000 })
-        const response = InferResponse.decode(reply)
-        if (response.result != null) {
-          const frame = decodeActivationFrame(new Uint8Array(response.result.frame), { width: HIDDEN })
-          if (lieWhen(frame)) {
-            lies++
-            response.result.frame = encodeActivationFrame({ ...frame, values: perturb(frame.values) }, { quantization: frame.quantization }) as Uint8Array<ArrayBuffer>
-          }
-        }
-        await inbound.send(InferResponse.encode(response), AbortSignal.timeout(10_000))
-      }
-    } catch (err) {
-      inbound.abort(err as Error)
-      outbound?.abort(err as Error)
-    }
-  })
-}
+let liar: LiarProxy
 
 before(async () => {
   world = await splitWorld([...SPANS, SPANS[1], SPANS[1]], { extraNodes: 1 })
   local = await LocalModel.open({ dataDir: world.dataDir, name: world.model, threads: 1 })
-  await startLiar(world.swarm.nodes[LIAR].mesh.libp2p, world.peer(BACKEND))
+  liar = await startLiarProxy(world.swarm.nodes[LIAR].mesh.libp2p, world.peer(BACKEND), HIDDEN)
 })
 
 after(async () => {
@@ -91,7 +49,7 @@ async function open (middle: number[], options: Partial<MeshModelOptions> = {}):
 }
 
 test('without verification the liar changes the output (the control for the tests below)', async () => {
-  lieWhen = () => true
+  liar.lieWhen = () => true
   const request = { promptIds: promptIds(12, 21), maxTokens: 16, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([LIAR, HONEST])
@@ -106,8 +64,8 @@ test('without verification the liar changes the output (the control for the test
 })
 
 test('verification at rate 1 catches the liar on its first step, excludes and reports it; the tokens equal the honest local run', async (t) => {
-  lieWhen = () => true
-  lies = 0
+  liar.lieWhen = () => true
+  liar.resetLies()
   const request = { promptIds: promptIds(12, 21), maxTokens: 16, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([LIAR, HONEST, BACKEND], { verify: { rate: 1 } })
@@ -132,12 +90,12 @@ test('verification at rate 1 catches the liar on its first step, excludes and re
     assert.ok(report.hops.every((h) => h.checks > 0 && h.unavailable === 0 || h.hop !== 1))
     assert.deepEqual(mesh.faultyPeers, [world.peer(LIAR).toString()])
     // excluded for the model's lifetime: the next generation does not go near it
-    const liesBefore = lies
+    const liesBefore = liar.lies()
     const again = await mesh.generate(request)
     assert.deepEqual(again.tokens, expected.tokens)
     assert.deepEqual(again.faults, [])
     assert.deepEqual(again.failovers, [])
-    assert.equal(lies, liesBefore)
+    assert.equal(liar.lies(), liesBefore)
   } finally {
     await mesh.close()
   }
@@ -187,7 +145,7 @@ test('verification unavailable is reported for hops with one server, not skipped
 })
 
 test('canaries alone catch a liar that lies only on one-row (decode) steps, before it is used', async () => {
-  lieWhen = (frame) => frame.rows === 1
+  liar.lieWhen = (frame) => frame.rows === 1
   const request = { promptIds: promptIds(9, 8), maxTokens: 12, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([LIAR, HONEST], { verify: { rate: 0, canaries: 3 } })
@@ -205,7 +163,7 @@ test('canaries alone catch a liar that lies only on one-row (decode) steps, befo
 })
 
 test('a liar on 1 step in 3 is caught by sampling and canaries within the run; the tainted generation is run again and equals the honest one', async (t) => {
-  lieWhen = (frame) => frame.step % 3 === 2
+  liar.lieWhen = (frame) => frame.step % 3 === 2
   const request = { promptIds: promptIds(10, 14), maxTokens: 30, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([LIAR, HONEST], { verify: { rate: 0.3, canaries: 4 } })
@@ -225,7 +183,7 @@ test('a liar on 1 step in 3 is caught by sampling and canaries within the run; t
 })
 
 test('with the local referee off, a third server settles the disagreement (majority)', async () => {
-  lieWhen = () => true
+  liar.lieWhen = () => true
   const request = { promptIds: promptIds(11, 2), maxTokens: 10, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([LIAR, HONEST, BACKEND], { verify: { rate: 1, localReferee: false } })
@@ -261,7 +219,7 @@ test('cost: at any rate every row of a hop with a second server is checked once 
 })
 
 test('a lying verifier is caught as such; the honest primary keeps the span and a new verifier catches up from the start', async () => {
-  lieWhen = () => true
+  liar.lieWhen = () => true
   const request = { promptIds: promptIds(7, 40), maxTokens: 10, stopTokens: [] }
   const expected = await local.generate(request)
   const mesh = await open([HONEST, LIAR, BACKEND], { verify: { rate: 1 } })
@@ -279,7 +237,7 @@ test('a lying verifier is caught as such; the honest primary keeps the span and 
 })
 
 test('two servers that disagree with no referee (no local stage allowed, no third server) fail the generation with ERR_VERIFY_CONFLICT', async () => {
-  lieWhen = () => true
+  liar.lieWhen = () => true
   const mesh = await open([LIAR, HONEST], { verify: { rate: 1, localReferee: false } })
   try {
     await assert.rejects(mesh.generate({ promptIds: promptIds(6, 41), maxTokens: 4, stopTokens: [] }), { code: 'ERR_VERIFY_CONFLICT' })
@@ -331,7 +289,7 @@ test('verifier and canary sessions carry only activation frames: no token ids, n
 })
 
 test('POST /api/run/mesh with verify: the JSON reports the verification and any faults; tokens equal local generation', async (t) => {
-  lieWhen = () => true
+  liar.lieWhen = () => true
   const client = world.swarm.nodes[0]
   // the daemon route reads the client's own store: the same checkpoint, so the same model identity
   await importModel(client.dataDir, { source: join(world.dir.path, 'ckpt'), name: world.model })
