@@ -7,7 +7,7 @@ import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } f
 import { InferRequest, InferResponse } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { aligned, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes, responseKind } from './protocol.ts'
+import { aligned, exchangeInfer, hexToBytes, INFER_PROTOCOL, maxInferMessageBytes } from './protocol.ts'
 import { resumeHandedOffSession, sessionMovedTo, type Handoff } from './handoff-client.ts'
 import { PushChain, PushHopError } from './push-client.ts'
 import { PUSH_ERRORS } from './push-errors.ts'
@@ -575,20 +575,7 @@ class MeshRun {
   }
 
   private async exchangeOn (channel: MessageChannel, signal: AbortSignal, request: InferRequest): Promise<InferResponse> {
-    const { timeouts } = this.model.wire
-    await channel.send(InferRequest.encode(request), AbortSignal.any([signal, AbortSignal.timeout(timeouts.replyMs)]))
-    const bytes = await channel.receive({ signal, timeoutMs: timeouts.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
-    let response: InferResponse
-    try {
-      response = InferResponse.decode(bytes)
-    } catch (err) {
-      throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
-    }
-    if (responseKind(response) === 'error') {
-      const error = response.error as { code: string, message: string, movedTo?: string }
-      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true, movedTo: error.movedTo })
-    }
-    return response
+    return await exchangeInfer(channel, request, signal, this.model.wire.timeouts.replyMs)
   }
 
   private async openHop (hop: HopSession, peer: PeerId): Promise<void> {

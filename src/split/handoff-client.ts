@@ -2,11 +2,11 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
 import type { ModelManifest } from '../model/index.ts'
-import { InferRequest, InferResponse } from '../pb/infer.ts'
+import { InferRequest } from '../pb/infer.ts'
 import { PermagentError } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
 import { HANDOFF_ERRORS } from './handoff-errors.ts'
-import { hexToBytes, INFER_PROTOCOL, responseKind } from './protocol.ts'
+import { hexToBytes, INFER_PROTOCOL, receiveInferResponse } from './protocol.ts'
 
 /** A span's session moved by its server's drain and resumed on the new server, with no replay. */
 export interface Handoff {
@@ -63,17 +63,7 @@ export async function resumeHandedOffSession (request: ResumeRequest): Promise<M
       }
     })
     await channel.send(open, AbortSignal.any([signal, AbortSignal.timeout(timeouts.replyMs)]))
-    const bytes = await channel.receive({ signal, timeoutMs: timeouts.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
-    let response: InferResponse
-    try {
-      response = InferResponse.decode(bytes)
-    } catch (err) {
-      throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
-    }
-    if (responseKind(response) === 'error') {
-      const error = response.error as { code: string, message: string }
-      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true })
-    }
+    const response = await receiveInferResponse(channel, signal, timeouts.replyMs)
     const opened = response.opened
     if (opened == null || opened.sessionId !== request.sessionId || opened.hiddenSize !== manifest.spec.hiddenSize || opened.maxLength !== request.maxLength) {
       throw new SplitInferenceError(INFER_ERRORS.protocol, 'the server did not resume the session as asked')

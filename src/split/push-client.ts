@@ -5,7 +5,7 @@ import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } f
 import { InferRequest, InferResponse } from '../pb/infer.ts'
 import { PermagentError } from '../util/index.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { aligned, hexToBytes, INFER_PROTOCOL } from './protocol.ts'
+import { aligned, hexToBytes, INFER_PROTOCOL, receiveInferResponse } from './protocol.ts'
 import { PUSH_ERRORS } from './push-errors.ts'
 
 export interface PushChainOptions {
@@ -175,17 +175,7 @@ export class PushChain {
   private async receive (i: number): Promise<InferResponse> {
     const channel = this.hops[i].channel
     if (channel === null) throw new SplitInferenceError(INFER_ERRORS.protocol, 'the push chain is closed')
-    const bytes = await channel.receive({ signal: this.options.signal, timeoutMs: this.options.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
-    let response: InferResponse
-    try {
-      response = InferResponse.decode(bytes)
-    } catch (err) {
-      throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
-    }
-    if (response.error != null) {
-      throw new SplitInferenceError(response.error.code !== '' ? response.error.code : 'ERR_REMOTE', `server replied: ${response.error.message}`, { remote: true, movedTo: response.error.movedTo })
-    }
-    return response
+    return await receiveInferResponse(channel, this.options.signal, this.options.replyMs)
   }
 
   /** Ends every hop's stream at once (a failure: the servers drop the sessions). */

@@ -1,11 +1,11 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { openChannel, type MessageChannel } from '../mesh/index.ts'
 import { loadManifest, type ModelManifest } from '../model/index.ts'
-import { InferRequest, InferResponse, type InferInfo } from '../pb/infer.ts'
+import type { InferInfo } from '../pb/infer.ts'
 import { errorMessage, InvalidInputError, PermagentError } from '../util/index.ts'
 import { MeshModel, type MeshHop, type MeshModelOptions } from './client.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { bytesToHex, INFER_PROTOCOL, responseKind } from './protocol.ts'
+import { bytesToHex, exchangeInfer, INFER_PROTOCOL, responseKind } from './protocol.ts'
 
 /** What a layer server told us about itself, and the round trip we measured to it. */
 export interface ServerInfo {
@@ -46,12 +46,9 @@ export async function probeServers (libp2p: Libp2p, peers: readonly PeerId[], ma
       let info: InferInfo | undefined
       for (let i = 0; i < rounds; i++) {
         const started = performance.now()
-        await channel.send(InferRequest.encode({ info: {} }), AbortSignal.any([AbortSignal.timeout(replyMs), ...(options.signal != null ? [options.signal] : [])]))
-        const bytes = await channel.receive({ signal: options.signal, timeoutMs: replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
+        const response = await exchangeInfer(channel, { info: {} }, options.signal ?? new AbortController().signal, replyMs)
         best = Math.min(best, performance.now() - started)
-        const response = InferResponse.decode(bytes)
         const kind = responseKind(response)
-        if (kind === 'error') throw new SplitInferenceError(response.error?.code ?? 'ERR_REMOTE', `server replied: ${response.error?.message ?? ''}`, { remote: true })
         if (kind !== 'info') throw new SplitInferenceError(INFER_ERRORS.protocol, `an info request answered with ${kind}`)
         info = response.info
       }

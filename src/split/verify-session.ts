@@ -5,7 +5,7 @@ import type { ModelManifest } from '../model/index.ts'
 import { decodeActivationFrame, encodeActivationFrame, type UsxfQuantization } from '../usxf/index.ts'
 import { InferRequest, InferResponse } from '../pb/infer.ts'
 import { INFER_ERRORS, SplitInferenceError } from './errors.ts'
-import { aligned, hexToBytes, INFER_PROTOCOL, responseKind } from './protocol.ts'
+import { aligned, decodeInferResponse, hexToBytes, INFER_PROTOCOL } from './protocol.ts'
 
 /** What a side session needs to reach a server: the node, the model, the wire format and deadlines. */
 export interface SideWire {
@@ -81,17 +81,7 @@ export class SideSession {
     await channel.send(bytes, AbortSignal.any([this.wire.signal, AbortSignal.timeout(this.wire.replyMs)]))
     const reply = await channel.receive({ signal: this.wire.signal, timeoutMs: this.wire.replyMs, timeoutCode: 'ERR_REPLY_TIMEOUT' })
     this.bytes += bytes.byteLength + reply.byteLength
-    let response: InferResponse
-    try {
-      response = InferResponse.decode(reply)
-    } catch (err) {
-      throw new SplitInferenceError(INFER_ERRORS.invalidMessage, 'the server reply is not valid protobuf', { cause: err })
-    }
-    if (responseKind(response) === 'error') {
-      const error = response.error as { code: string, message: string }
-      throw new SplitInferenceError(error.code !== '' ? error.code : 'ERR_REMOTE', `server replied: ${error.message}`, { remote: true })
-    }
-    return response
+    return decodeInferResponse(reply)
   }
 
   /** Runs `values` (whole rows) at the session's next positions; returns the server's output rows. */
