@@ -2,6 +2,7 @@ import { totalmem } from 'node:os'
 import { LocalModel, type GenerateResult } from '../inference/index.ts'
 import { listModels } from '../model/index.ts'
 import { silentLogger, type Logger } from '../util/index.ts'
+import { engineResult } from './engine-result.ts'
 import { PROVIDER_ERRORS, ProviderError } from './errors.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult } from './types.ts'
 
@@ -49,17 +50,7 @@ export function createLocalProvider (options: LocalProviderOptions): InferencePr
     return await entry
   }
 
-  const toResult = (result: GenerateResult): ProviderResult => ({
-    text: result.text,
-    tokens: result.tokens,
-    promptIds: result.promptTokens,
-    promptTokens: result.promptTokens.length,
-    completionTokens: result.tokens.length,
-    finishReason: result.finishReason,
-    prefillMs: result.prefillMs,
-    decodeMs: result.decodeMs,
-    route: { ...report }
-  })
+  const toResult = (result: GenerateResult): ProviderResult => engineResult(result, { ...report })
 
   return {
     id: 'local',

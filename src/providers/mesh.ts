@@ -4,6 +4,7 @@ import { INFER_ERRORS, openRoutedModel, planRoute, probeServers, SplitInferenceE
 import type { UsxfQuantization } from '../usxf/index.ts'
 import { errorMessage, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { admittedLibp2p, type PeerAdmission } from './admission.ts'
+import { engineResult } from './engine-result.ts'
 import { createFaultyPeers, type ExcludedPeer, type FaultyPeers } from './faulty-peers.ts'
 import { DEFAULT_CANARIES, requestVerification, type VerifyDefaults } from './split-options.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult, RouteReport } from './types.ts'
@@ -223,17 +224,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
           onToken: request.onToken !== undefined ? (e) => { request.onToken?.({ text: e.text, id: e.id }) } : undefined
         })
         for (const fault of result.faults ?? []) faulty.record(fault)
-        return {
-          text: result.text,
-          tokens: result.tokens,
-          promptIds: result.promptTokens,
-          promptTokens: result.promptTokens.length,
-          completionTokens: result.tokens.length,
-          finishReason: result.finishReason,
-          prefillMs: result.prefillMs,
-          decodeMs: result.decodeMs,
-          route: report(route.chain, result, excluded)
-        }
+        return engineResult(result, report(route.chain, result, excluded))
       } finally {
         await model.close()
       }
