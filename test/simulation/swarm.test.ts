@@ -2,6 +2,10 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createSwarm, topologyEdges } from '../../src/simulation/index.ts'
 
+// An error thrown after a test ended (a stopping swarm once wrote to a closed stream, under load in
+// CI) is reported by the runner without its stack; print the stack too. The file still fails.
+process.on('uncaughtException', (err) => { process.stderr.write(`uncaught exception after a test: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`) })
+
 test('topologies wire the expected edges', () => {
   assert.equal(topologyEdges('full', 5).length, 10)
   assert.equal(topologyEdges('ring', 5).length, 5)
