@@ -1,3 +1,5 @@
+import { mix32 } from './fingerprint.ts'
+
 /**
  * A Bloom filter over the LSH band keys the brain holds (see fingerprint.ts), so the
  * near-duplicate check at ingest can skip its SQL look-up (six B-tree seeks, ~20 µs) for the
@@ -15,16 +17,6 @@ export interface BandFilter {
   mayHold: (band: number) => boolean
   /** Whether the filter holds so many keys that it should be rebuilt larger. */
   full: () => boolean
-}
-
-function mix32 (value: number): number {
-  let h = value >>> 0
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
 }
 
 /** A filter sized for `expectedKeys` band keys (and room to grow to twice that). */

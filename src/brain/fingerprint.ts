@@ -34,7 +34,8 @@ export function hash32 (text: string, seed = 0x811c9dc5): number {
   return mix32(h)
 }
 
-function mix32 (value: number): number {
+/** The murmur3 finalizer: spreads a 32-bit value's bits over the whole word. */
+export function mix32 (value: number): number {
   let h = value >>> 0
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)

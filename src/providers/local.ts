@@ -2,7 +2,7 @@ import { totalmem } from 'node:os'
 import { LocalModel, type GenerateResult } from '../inference/index.ts'
 import { listModels } from '../model/index.ts'
 import { silentLogger, type Logger } from '../util/index.ts'
-import { engineResult } from './engine-result.ts'
+import { engineRequest, engineResult } from './engine-result.ts'
 import { PROVIDER_ERRORS, ProviderError } from './errors.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult } from './types.ts'
 
@@ -64,14 +64,7 @@ export function createLocalProvider (options: LocalProviderOptions): InferencePr
       const entry = await open(request.model)
       const run = entry.queue.then(async () => {
         signal?.throwIfAborted()
-        return await entry.model.generate({
-          ...(request.promptIds !== undefined ? { promptIds: request.promptIds } : request.messages !== undefined ? { messages: request.messages } : { prompt: request.prompt }),
-          maxTokens: request.maxTokens,
-          sampling: request.sampling,
-          stopTokens: request.stopTokens,
-          signal,
-          onToken: request.onToken !== undefined ? (e) => { request.onToken?.({ text: e.text, id: e.id }) } : undefined
-        })
+        return await entry.model.generate(engineRequest(request, signal))
       })
       entry.queue = run.catch(() => {})
       return toResult(await run)

@@ -4,7 +4,7 @@ import { INFER_ERRORS, openRoutedModel, planRoute, probeServers, SplitInferenceE
 import type { UsxfQuantization } from '../usxf/index.ts'
 import { errorMessage, PermagentError, silentLogger, type Logger } from '../util/index.ts'
 import { admittedLibp2p, type PeerAdmission } from './admission.ts'
-import { engineResult } from './engine-result.ts'
+import { engineRequest, engineResult } from './engine-result.ts'
 import { createFaultyPeers, type ExcludedPeer, type FaultyPeers } from './faulty-peers.ts'
 import { DEFAULT_CANARIES, requestVerification, type VerifyDefaults } from './split-options.ts'
 import type { InferenceProvider, ProviderModel, ProviderRefusal, ProviderRequest, ProviderResult, RouteReport } from './types.ts'
@@ -215,14 +215,7 @@ export function createMeshProvider (options: MeshProviderOptions): InferenceProv
       const { model, route } = opened
       logger.debug({ model: request.model, hops: route.chain.map((h) => `${h.start}-${h.end}@${h.peers[0]?.toString() ?? ''}`), verify: verification }, 'mesh route planned')
       try {
-        const result = await model.generate({
-          ...(request.promptIds !== undefined ? { promptIds: request.promptIds } : request.messages !== undefined ? { messages: request.messages } : { prompt: request.prompt }),
-          maxTokens: request.maxTokens,
-          sampling: request.sampling,
-          stopTokens: request.stopTokens,
-          signal,
-          onToken: request.onToken !== undefined ? (e) => { request.onToken?.({ text: e.text, id: e.id }) } : undefined
-        })
+        const result = await model.generate(engineRequest(request, signal))
         for (const fault of result.faults ?? []) faulty.record(fault)
         return engineResult(result, report(route.chain, result, excluded))
       } finally {
